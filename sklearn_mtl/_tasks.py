@@ -1,0 +1,405 @@
+"""Tasks: what each target column is, and the round trip between user targets and tensors.
+
+The user's ``Y`` (DataFrame, dict of 1-D arrays, 2-D or 1-D array) becomes a
+list of :class:`Task` objects (fitted per-task encoders) and one float32
+matrix of shape (n, 2T): T columns of encoded labels (class index or
+standardised value, 0 where missing) followed by T columns of per-row weights
+(0 where the label is missing, else sample weight times class weight). One
+matrix means one slice per batch, and a zero weight is all the losses need to
+know about a missing label.
+"""
+
+import numbers
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.preprocessing import LabelEncoder, StandardScaler
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import type_of_target
+
+KINDS = ("regression", "binary", "multiclass")
+_KIND_ALIASES = {"classification": None}  # None: binary or multiclass from the labels
+LOSSES_BY_KIND = {
+    "regression": ("mse", "mae", "huber", "poisson"),
+    "binary": ("bce", "hinge", "cross_entropy"),
+    "multiclass": ("cross_entropy", "hinge"),
+}
+DEFAULT_LOSS = {"regression": "mse", "binary": "bce", "multiclass": "cross_entropy"}
+ALL_LOSSES = ("mse", "mae", "huber", "poisson", "bce", "cross_entropy", "hinge")
+# Integer-valued targets are multiclass under scikit-learn's rules; past this many
+# classes that is rarely what the user meant, so we say so.
+_MANY_CLASSES = 20
+
+
+@dataclass
+class Task:
+    """One target column: its kind, loss and fitted encoder."""
+
+    name: str
+    kind: str
+    loss: object = None
+    encoder: object = field(default=None, repr=False)  # LabelEncoder or StandardScaler
+    dtype: object = None  # dtype of the user's column, for decoding
+
+    @property
+    def is_classifier(self):
+        return self.kind != "regression"
+
+    @property
+    def classes_(self):
+        return self.encoder.classes_ if self.is_classifier else None
+
+    @property
+    def n_outputs(self):
+        if self.kind == "multiclass":
+            return len(self.encoder.classes_)
+        return 1
+
+    @property
+    def loss_name(self):
+        return self.loss if isinstance(self.loss, str) else None
+
+
+# ---------------------------------------------------------------------------
+# Reading the user's Y
+
+
+@dataclass
+class TargetFormat:
+    """How Y was given, so that predict can answer in kind."""
+
+    container: str  # "frame", "dict", "array" or "vector"
+    names: list
+
+
+def _column_values(column):
+    """A 1-D numpy array of a column, keeping integers integer where pandas can."""
+    if isinstance(column, pd.Series):
+        dtype = column.dtype
+        if isinstance(dtype, pd.CategoricalDtype):
+            return column.astype(object).to_numpy(), dtype.categories.dtype
+        if pd.api.types.is_bool_dtype(dtype) and column.isna().any():
+            return column.astype(object).to_numpy(), np.dtype(bool)
+        if pd.api.types.is_integer_dtype(dtype) and isinstance(dtype, pd.api.extensions.ExtensionDtype):
+            return column.astype(object).to_numpy(), np.dtype(np.int64)
+        if pd.api.types.is_float_dtype(dtype) and isinstance(dtype, pd.api.extensions.ExtensionDtype):
+            return column.to_numpy(dtype=float, na_value=np.nan), np.dtype(float)
+        if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
+            return column.astype(object).to_numpy(), np.dtype(object)
+        values = column.to_numpy()
+        return values, values.dtype
+    values = np.asarray(column)
+    return values, values.dtype
+
+
+def read_targets(Y, task_names=None):
+    """Split Y into named 1-D columns.
+
+    Returns ``(names, columns, dtypes, format)``. ``task_names`` (a list) names
+    the columns of an array, or selects columns of a DataFrame / dict.
+    """
+    if isinstance(Y, pd.Series):
+        Y = Y.to_frame(name=Y.name if Y.name is not None else "task_0")
+        container = "vector"
+    elif isinstance(Y, pd.DataFrame):
+        container = "frame"
+    elif isinstance(Y, dict):
+        container = "dict"
+    else:
+        container = None
+
+    if container in ("frame", "vector"):
+        names = [str(c) for c in Y.columns]
+        if len(set(names)) != len(names):
+            raise ValueError("Y has duplicate column names; each task needs its own name.")
+        raw = {str(c): Y[c] for c in Y.columns}
+    elif container == "dict":
+        names = [str(k) for k in Y]
+        raw = {str(k): v for k, v in Y.items()}
+        for name, col in raw.items():
+            if np.ndim(col) != 1:
+                raise ValueError(
+                    f"Y['{name}'] has shape {np.shape(col)}; each task of a dict Y must be 1-D "
+                    "(one value per row)."
+                )
+    else:
+        try:
+            arr = np.asarray(Y)
+        except Exception as exc:  # ragged lists and the like
+            raise TypeError(
+                "Y must be a pandas DataFrame, a dict of 1-D arrays or a 1-D/2-D array; "
+                f"got {type(Y).__name__} that numpy cannot read as an array ({exc})."
+            ) from None
+        if arr.ndim == 1:
+            container = "vector"
+            arr = arr.reshape(-1, 1)
+        elif arr.ndim == 2:
+            container = "array"
+        else:
+            raise ValueError(f"Y must be 1-D or 2-D; got an array of shape {arr.shape}.")
+        if task_names is not None and len(task_names) != arr.shape[1]:
+            raise ValueError(
+                f"tasks names {len(task_names)} task(s) {list(task_names)} but Y has "
+                f"{arr.shape[1]} column(s); give one name per column."
+            )
+        names = [str(n) for n in task_names] if task_names is not None else [
+            f"task_{j}" for j in range(arr.shape[1])
+        ]
+        raw = {name: arr[:, j] for j, name in enumerate(names)}
+        task_names = None  # already applied
+
+    if task_names is not None:
+        unknown = [str(t) for t in task_names if str(t) not in raw]
+        if unknown:
+            raise ValueError(
+                f"tasks names {unknown} that are not columns of Y; Y has columns {names}."
+            )
+        names = [str(t) for t in task_names]
+
+    if not names:
+        raise ValueError("Y has no columns: give at least one task (one column per task).")
+    columns, dtypes = [], []
+    for name in names:
+        values, dtype = _column_values(raw[name])
+        columns.append(values)
+        dtypes.append(dtype)
+    return names, columns, dtypes, TargetFormat(container, names)
+
+
+def missing_mask(values):
+    """True where a label is missing (NaN, None or pd.NA)."""
+    return np.asarray(pd.isna(values), dtype=bool)
+
+
+def infer_kind(name, observed):
+    """Regression, binary or multiclass from the observed labels (scikit-learn's rules)."""
+    try:
+        target_type = type_of_target(observed, input_name=f"Y['{name}']")
+    except ValueError as exc:
+        raise ValueError(
+            f"Cannot tell what kind of task '{name}' is: {exc}. Pass tasks={{'{name}': "
+            "'regression' | 'binary' | 'multiclass'}."
+        ) from None
+    if target_type in ("continuous",):
+        return "regression"
+    if target_type == "binary":
+        return "binary"
+    if target_type == "multiclass":
+        n_classes = len(np.unique(observed))
+        if n_classes > _MANY_CLASSES and np.issubdtype(np.asarray(observed).dtype, np.number):
+            warnings.warn(
+                f"Task '{name}' has {n_classes} distinct integer values and is treated as "
+                f"multiclass (scikit-learn's rule). If it is a quantity, pass "
+                f"tasks={{'{name}': 'regression'}}.",
+                UserWarning,
+                stacklevel=4,
+            )
+        return "multiclass"
+    raise ValueError(
+        f"Task '{name}' has targets of type '{target_type}'; each task must be one column of "
+        "numbers (regression) or labels (classification)."
+    )
+
+
+def _observed_for_classes(name, values, mask, dtype):
+    observed = values[~mask]
+    if dtype == np.dtype(np.int64) and observed.dtype == object:
+        observed = observed.astype(np.int64)
+    elif dtype == np.dtype(bool) and observed.dtype == object:
+        observed = observed.astype(bool)
+    if observed.dtype == object:
+        types = {type(v) for v in observed}
+        if len(types) > 1 and not all(issubclass(t, numbers.Number) for t in types):
+            raise ValueError(
+                f"Task '{name}' mixes label types {sorted(t.__name__ for t in types)}; use one "
+                "type for all labels of a task (e.g. all strings)."
+            )
+    return observed
+
+
+def fit_tasks(names, columns, dtypes, kinds, losses):
+    """Build fitted :class:`Task` objects.
+
+    ``kinds``: dict name -> kind (already validated, may be partial);
+    ``losses``: dict name -> loss name or callable (validated, may be partial).
+    """
+    tasks = []
+    for name, values, dtype in zip(names, columns, dtypes):
+        mask = missing_mask(values)
+        if mask.all():
+            raise ValueError(
+                f"Task '{name}' has no observed label (all values are missing); drop the column "
+                "or provide labels."
+            )
+        kind = kinds.get(name)
+        if kind in (None, "classification"):
+            observed = values[~mask]
+            inferred = infer_kind(name, observed)
+            if kind == "classification" and inferred == "regression":
+                raise ValueError(
+                    f"Task '{name}' is declared classification but its labels are continuous "
+                    "numbers; declare it 'regression' or pass class labels."
+                )
+            kind = inferred
+        if kind == "regression":
+            observed = values[~mask]
+            try:
+                observed = observed.astype(float)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"Task '{name}' is a regression task but has non-numeric values such as "
+                    f"{observed[:3].tolist()}; declare it 'binary'/'multiclass' or fix the column."
+                ) from None
+            if not np.isfinite(observed).all():
+                raise ValueError(
+                    f"Task '{name}' has infinite target values; use NaN for a missing label."
+                )
+            loss = losses.get(name, DEFAULT_LOSS[kind])
+            if loss == "poisson":
+                if (observed < 0).any():
+                    raise ValueError(
+                        f"Task '{name}' uses the poisson loss but has negative targets; poisson "
+                        "needs counts or rates >= 0."
+                    )
+                # Scale only: a Poisson target must stay non-negative.
+                encoder = StandardScaler(with_mean=False)
+            else:
+                encoder = StandardScaler()
+            encoder.fit(observed.reshape(-1, 1))
+            tasks.append(Task(name, kind, loss, encoder, np.dtype(float)))
+            continue
+        observed = _observed_for_classes(name, values, mask, dtype)
+        encoder = LabelEncoder()
+        try:
+            encoder.fit(observed)
+        except TypeError:
+            raise ValueError(
+                f"Task '{name}' has labels that cannot be sorted (mixed types?); use one label "
+                "type per task."
+            ) from None
+        n_classes = len(encoder.classes_)
+        if n_classes < 2:
+            raise ValueError(
+                f"Task '{name}' has only one class ({encoder.classes_[0]!r}) among its observed "
+                "labels; a classification task needs at least two. Drop the task or check its "
+                "labels."
+            )
+        if kind == "binary" and n_classes > 2:
+            raise ValueError(
+                f"Task '{name}' is declared binary but has {n_classes} classes; declare it "
+                "'multiclass'."
+            )
+        if kind == "multiclass" and n_classes == 2:
+            kind = "binary"  # two classes: one logit is the same model with half the outputs
+        loss = losses.get(name, DEFAULT_LOSS[kind])
+        if loss == "cross_entropy" and kind == "binary":
+            loss = "bce"
+        tasks.append(Task(name, kind, loss, encoder, observed.dtype))
+    return tasks
+
+
+def encode_targets(tasks, columns, sample_weight=None, class_weight=None):
+    """The (n, 2T) float32 label-and-weight matrix for a list of fitted tasks."""
+    n = len(columns[0])
+    T = len(tasks)
+    out = np.zeros((n, 2 * T), dtype=np.float32)
+    base_weight = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=float)
+    for t, (task, values) in enumerate(zip(tasks, columns)):
+        mask = missing_mask(values)
+        observed = values[~mask]
+        weight = base_weight.copy()
+        weight[mask] = 0.0
+        if task.is_classifier:
+            observed = _observed_for_classes(task.name, values, mask, task.dtype)
+            unseen = ~np.isin(observed, task.encoder.classes_)
+            if unseen.any():
+                raise ValueError(
+                    f"Task '{task.name}' has labels {np.unique(observed[unseen])[:5].tolist()} not "
+                    f"seen in fit (classes: {task.encoder.classes_.tolist()})."
+                )
+            codes = task.encoder.transform(observed)
+            out[~mask, t] = codes
+            cw = (class_weight or {}).get(task.name)
+            if cw is not None:
+                weight[~mask] *= cw[codes]
+        else:
+            out[~mask, t] = task.encoder.transform(observed.astype(float).reshape(-1, 1)).ravel()
+        out[:, T + t] = weight
+    return out
+
+
+def class_weight_vectors(tasks, columns, class_weight):
+    """Per-task class-weight arrays (indexed by class code) from the user's parameter.
+
+    ``class_weight``: None, 'balanced' (every classification task), or a dict
+    task -> 'balanced' | dict label -> weight.
+    """
+    if class_weight is None:
+        return {}
+    by_name = {t.name: (t, c) for t, c in zip(tasks, columns)}
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise ValueError(
+                f"class_weight must be None, 'balanced' or a dict task -> 'balanced'|dict; "
+                f"got {class_weight!r}."
+            )
+        spec = {t.name: "balanced" for t in tasks if t.is_classifier}
+    elif isinstance(class_weight, dict):
+        spec = class_weight
+    else:
+        raise TypeError(
+            "class_weight must be None, 'balanced' or a dict task -> 'balanced'|dict label -> "
+            f"weight; got {type(class_weight).__name__}."
+        )
+    vectors = {}
+    for name, cw in spec.items():
+        if name not in by_name:
+            raise ValueError(
+                f"class_weight names task '{name}' that is not in Y; tasks are {list(by_name)}."
+            )
+        task, values = by_name[name]
+        if not task.is_classifier:
+            raise ValueError(
+                f"class_weight names task '{name}', which is a regression task; class weights "
+                "apply to classification tasks only."
+            )
+        mask = missing_mask(values)
+        observed = _observed_for_classes(name, values, mask, task.dtype)
+        if isinstance(cw, dict):
+            unknown = [k for k in cw if k not in set(task.encoder.classes_.tolist())]
+            if unknown:
+                raise ValueError(
+                    f"class_weight['{name}'] names classes {unknown} that task '{name}' does not "
+                    f"have (classes: {task.encoder.classes_.tolist()})."
+                )
+        elif cw != "balanced":
+            raise ValueError(
+                f"class_weight['{name}'] must be 'balanced' or a dict label -> weight; got {cw!r}."
+            )
+        vectors[name] = compute_class_weight(cw, classes=task.encoder.classes_, y=observed)
+    return vectors
+
+
+def decode_predictions(task, output):
+    """Labels (or values on the original scale) from a task's raw network output (n, k)."""
+    if task.kind == "regression":
+        if task.loss == "poisson":
+            output = np.exp(output)
+        return task.encoder.inverse_transform(output.reshape(-1, 1)).ravel()
+    if task.kind == "binary":
+        # The decision boundary is a zero logit (bce) or zero margin (hinge).
+        codes = (output[:, 0] > 0).astype(int)
+        return task.encoder.classes_[codes]
+    return task.encoder.classes_[output.argmax(axis=1)]
+
+
+def probabilities(task, output):
+    """Class probabilities (n, n_classes) from a classification task's raw output."""
+    from scipy.special import expit, softmax
+
+    if task.kind == "binary":
+        p = expit(output[:, 0])
+        return np.column_stack([1.0 - p, p])
+    return softmax(output, axis=1)
