@@ -1,3 +1,17 @@
-"""sklearn-mtl: multi-task neural networks with a scikit-learn face."""
+"""sklearn-mtl: multi-task neural networks with a scikit-learn face.
+
+One shared PyTorch network with one head per task, regression and
+classification mixed, trained with skorch, used like any scikit-learn
+estimator.
+"""
+
+from ._estimators import MultiTaskClassifier, MultiTaskRegressor, MultiTaskRegressorClassifier
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "MultiTaskRegressorClassifier",
+    "MultiTaskRegressor",
+    "MultiTaskClassifier",
+    "__version__",
+]

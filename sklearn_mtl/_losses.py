@@ -52,12 +52,16 @@ ELEMENTWISE = {
 }
 
 
-def _multiclass(name):
-    if name == "cross_entropy":
-        return lambda logits, codes: F.cross_entropy(logits, codes, reduction="none")
-    if name == "hinge":
-        return lambda logits, codes: F.multi_margin_loss(logits, codes, reduction="none")
-    raise ValueError(name)
+def _cross_entropy(logits, codes):
+    return F.cross_entropy(logits, codes, reduction="none")
+
+
+def _multi_hinge(logits, codes):
+    return F.multi_margin_loss(logits, codes, reduction="none")
+
+
+#: Element-wise losses of multiclass tasks: (logits (B, K), codes (B,)) -> (B,).
+MULTICLASS = {"cross_entropy": _cross_entropy, "hinge": _multi_hinge}
 
 
 def _elementwise_callable(loss):
@@ -98,7 +102,7 @@ class MultiTaskLoss(nn.Module):
             if isinstance(loss, str) and kind != "multiclass":
                 groups.setdefault(loss, []).append(t)
             elif isinstance(loss, str):
-                self.others.append((t, kind, _multiclass(loss), True))
+                self.others.append((t, kind, MULTICLASS[loss], True))
             else:
                 elementwise = _elementwise_callable(loss)
                 fn = elementwise if elementwise is not None else loss

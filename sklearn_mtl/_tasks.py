@@ -29,7 +29,7 @@ LOSSES_BY_KIND = {
 DEFAULT_LOSS = {"regression": "mse", "binary": "bce", "multiclass": "cross_entropy"}
 ALL_LOSSES = ("mse", "mae", "huber", "poisson", "bce", "cross_entropy", "hinge")
 # Integer-valued targets are multiclass under scikit-learn's rules; past this many
-# classes that is rarely what the user meant, so we say so.
+# distinct values we take a numeric column for a quantity instead.
 _MANY_CLASSES = 20
 
 
@@ -174,7 +174,12 @@ def missing_mask(values):
 
 
 def infer_kind(name, observed):
-    """Regression, binary or multiclass from the observed labels (scikit-learn's rules)."""
+    """Regression, binary or multiclass from the observed labels.
+
+    scikit-learn's target-type rules, with one exception: a numeric column of
+    more than 20 distinct whole numbers is regression (a warning says so when
+    the column is of integer dtype).
+    """
     try:
         target_type = type_of_target(observed, input_name=f"Y['{name}']")
     except ValueError as exc:
@@ -187,15 +192,19 @@ def infer_kind(name, observed):
     if target_type == "binary":
         return "binary"
     if target_type == "multiclass":
-        n_classes = len(np.unique(observed))
-        if n_classes > _MANY_CLASSES and np.issubdtype(np.asarray(observed).dtype, np.number):
-            warnings.warn(
-                f"Task '{name}' has {n_classes} distinct integer values and is treated as "
-                f"multiclass (scikit-learn's rule). If it is a quantity, pass "
-                f"tasks={{'{name}': 'regression'}}.",
-                UserWarning,
-                stacklevel=4,
-            )
+        observed = np.asarray(observed)
+        if np.issubdtype(observed.dtype, np.number) and len(np.unique(observed)) > _MANY_CLASSES:
+            # Many distinct whole numbers are a quantity far more often than class codes
+            # (grams, days, counts); scikit-learn's rule alone would make them classes.
+            if np.issubdtype(observed.dtype, np.integer):
+                warnings.warn(
+                    f"Task '{name}' has {len(np.unique(observed))} distinct integer values and "
+                    f"is treated as regression. If they are class codes, pass "
+                    f"tasks={{'{name}': 'multiclass'}}.",
+                    UserWarning,
+                    stacklevel=4,
+                )
+            return "regression"
         return "multiclass"
     raise ValueError(
         f"Task '{name}' has targets of type '{target_type}'; each task must be one column of "
@@ -227,77 +236,88 @@ def fit_tasks(names, columns, dtypes, kinds, losses):
     """
     tasks = []
     for name, values, dtype in zip(names, columns, dtypes):
-        mask = missing_mask(values)
-        if mask.all():
+        task = _fit_task(name, values, dtype, kinds.get(name), losses)
+        loss = task.loss
+        if isinstance(loss, str) and loss not in LOSSES_BY_KIND[task.kind]:
             raise ValueError(
-                f"Task '{name}' has no observed label (all values are missing); drop the column "
-                "or provide labels."
+                f"losses['{name}']={loss!r} does not fit task '{name}', which is {task.kind}; "
+                f"use one of {list(LOSSES_BY_KIND[task.kind])}, or declare the task's kind in "
+                f"tasks={{'{name}': ...}}."
             )
-        kind = kinds.get(name)
-        if kind in (None, "classification"):
-            observed = values[~mask]
-            inferred = infer_kind(name, observed)
-            if kind == "classification" and inferred == "regression":
-                raise ValueError(
-                    f"Task '{name}' is declared classification but its labels are continuous "
-                    "numbers; declare it 'regression' or pass class labels."
-                )
-            kind = inferred
-        if kind == "regression":
-            observed = values[~mask]
-            try:
-                observed = observed.astype(float)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"Task '{name}' is a regression task but has non-numeric values such as "
-                    f"{observed[:3].tolist()}; declare it 'binary'/'multiclass' or fix the column."
-                ) from None
-            if not np.isfinite(observed).all():
-                raise ValueError(
-                    f"Task '{name}' has infinite target values; use NaN for a missing label."
-                )
-            loss = losses.get(name, DEFAULT_LOSS[kind])
-            if loss == "poisson":
-                if (observed < 0).any():
-                    raise ValueError(
-                        f"Task '{name}' uses the poisson loss but has negative targets; poisson "
-                        "needs counts or rates >= 0."
-                    )
-                # Scale only: a Poisson target must stay non-negative.
-                encoder = StandardScaler(with_mean=False)
-            else:
-                encoder = StandardScaler()
-            encoder.fit(observed.reshape(-1, 1))
-            tasks.append(Task(name, kind, loss, encoder, np.dtype(float)))
-            continue
-        observed = _observed_for_classes(name, values, mask, dtype)
-        encoder = LabelEncoder()
-        try:
-            encoder.fit(observed)
-        except TypeError:
-            raise ValueError(
-                f"Task '{name}' has labels that cannot be sorted (mixed types?); use one label "
-                "type per task."
-            ) from None
-        n_classes = len(encoder.classes_)
-        if n_classes < 2:
-            raise ValueError(
-                f"Task '{name}' has only one class ({encoder.classes_[0]!r}) among its observed "
-                "labels; a classification task needs at least two. Drop the task or check its "
-                "labels."
-            )
-        if kind == "binary" and n_classes > 2:
-            raise ValueError(
-                f"Task '{name}' is declared binary but has {n_classes} classes; declare it "
-                "'multiclass'."
-            )
-        if kind == "multiclass" and n_classes == 2:
-            kind = "binary"  # two classes: one logit is the same model with half the outputs
-        loss = losses.get(name, DEFAULT_LOSS[kind])
-        if loss == "cross_entropy" and kind == "binary":
-            loss = "bce"
-        tasks.append(Task(name, kind, loss, encoder, observed.dtype))
+        tasks.append(task)
     return tasks
+
+
+def _fit_task(name, values, dtype, kind, losses):
+    """One fitted Task from its column (kind may be None: inferred)."""
+    mask = missing_mask(values)
+    if mask.all():
+        raise ValueError(
+            f"Task '{name}' has no observed label (all values are missing); drop the column "
+            "or provide labels."
+        )
+    if kind in (None, "classification"):
+        observed = _observed_for_classes(name, values, mask, dtype)
+        inferred = infer_kind(name, observed)
+        if kind == "classification" and inferred == "regression":
+            raise ValueError(
+                f"Task '{name}' is declared classification but its labels are continuous "
+                "numbers; declare it 'regression' or pass class labels."
+            )
+        kind = inferred
+    if kind == "regression":
+        observed = values[~mask]
+        try:
+            observed = observed.astype(float)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"Task '{name}' is a regression task but has non-numeric values such as "
+                f"{observed[:3].tolist()}; declare it 'binary'/'multiclass' or fix the column."
+            ) from None
+        if not np.isfinite(observed).all():
+            raise ValueError(
+                f"Task '{name}' has infinite target values; use NaN for a missing label."
+            )
+        loss = losses.get(name, DEFAULT_LOSS[kind])
+        if loss == "poisson":
+            if (observed < 0).any():
+                raise ValueError(
+                    f"Task '{name}' uses the poisson loss but has negative targets; poisson "
+                    "needs counts or rates >= 0."
+                )
+            # Scale only: a Poisson target must stay non-negative.
+            encoder = StandardScaler(with_mean=False)
+        else:
+            encoder = StandardScaler()
+        encoder.fit(observed.reshape(-1, 1))
+        return Task(name, kind, loss, encoder, np.dtype(float))
+    observed = _observed_for_classes(name, values, mask, dtype)
+    encoder = LabelEncoder()
+    try:
+        encoder.fit(observed)
+    except TypeError:
+        raise ValueError(
+            f"Task '{name}' has labels that cannot be sorted (mixed types?); use one label "
+            "type per task."
+        ) from None
+    n_classes = len(encoder.classes_)
+    if n_classes < 2:
+        raise ValueError(
+            f"Task '{name}' has only one class ({encoder.classes_[0]!r}) among its observed "
+            "labels; a classification task needs at least two. Drop the task or check its "
+            "labels."
+        )
+    if kind == "binary" and n_classes > 2:
+        raise ValueError(
+            f"Task '{name}' is declared binary but has {n_classes} classes; declare it "
+            "'multiclass'."
+        )
+    if kind == "multiclass" and n_classes == 2:
+        kind = "binary"  # two classes: one logit is the same model with half the outputs
+    loss = losses.get(name, DEFAULT_LOSS[kind])
+    if loss == "cross_entropy" and kind == "binary":
+        loss = "bce"
+    return Task(name, kind, loss, encoder, observed.dtype)
 
 
 def encode_targets(tasks, columns, sample_weight=None, class_weight=None):
@@ -384,6 +404,7 @@ def class_weight_vectors(tasks, columns, class_weight):
 
 def decode_predictions(task, output):
     """Labels (or values on the original scale) from a task's raw network output (n, k)."""
+    output = np.asarray(output, dtype=np.float64)
     if task.kind == "regression":
         if task.loss == "poisson":
             output = np.exp(output)
@@ -399,6 +420,7 @@ def probabilities(task, output):
     """Class probabilities (n, n_classes) from a classification task's raw output."""
     from scipy.special import expit, softmax
 
+    output = np.asarray(output, dtype=np.float64)
     if task.kind == "binary":
         p = expit(output[:, 0])
         return np.column_stack([1.0 - p, p])

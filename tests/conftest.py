@@ -1,0 +1,32 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+
+def make_mixed(n=300, seed=0, missing=0.0):
+    """Small mixed-task data: a regression, a binary (str labels) and a multiclass task,
+    all learnable from the first features."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 6))
+    Y = pd.DataFrame({
+        "value": 3.0 * X[:, 0] - 2.0 * X[:, 1] + 50.0 + 0.1 * rng.normal(size=n),
+        "flag": np.where(X[:, 2] + 0.5 * X[:, 0] > 0, "yes", "no"),
+        "level": pd.Series(np.digitize(X[:, 3], [-0.5, 0.5])).map({0: "low", 1: "mid", 2: "high"}),
+    })
+    if missing:
+        for col in Y.columns:
+            Y.loc[rng.random(n) < missing, col] = np.nan
+    return X, Y
+
+
+@pytest.fixture
+def mixed_data():
+    return make_mixed()
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    # Two cores on CI; one thread per test process keeps xdist workers from fighting.
+    torch.set_num_threads(1)
+    yield
