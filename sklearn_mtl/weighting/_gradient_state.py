@@ -1,0 +1,84 @@
+"""Shared machinery of the gradient-combining strategies.
+
+Every gradient method here only needs inner products between task
+gradients, so the state reduces the (T, P) gradients to their Gram matrix
+``M = G G^T`` on the device, copies that (T, T) matrix to the host in one
+transfer, solves the method's tiny problem in float64 there, and sends the
+(T,) coefficients back. P can be millions; T is a handful. That one small
+host round trip per step is the only sync; these methods already cost T
+backward passes.
+"""
+
+import torch
+
+from ._base import WeightingState
+from ._utils import weighted_sum
+
+
+def gram_matrix(G):
+    """``G @ G.T`` for per-task gradients ``G`` (T, P).
+
+    Half-precision gradients are upcast first: squared norms overflow
+    float16 easily.
+    """
+    if G.dtype in (torch.float16, torch.bfloat16):
+        G = G.float()
+    return G @ G.T
+
+
+class GradientWeightingState(WeightingState):
+    """State of a method whose shared update is ``sum_t c_t g_t``.
+
+    Subclasses implement :meth:`coefficients` on the present tasks only.
+    ``combine`` returns the heads' loss ``sum_t w_t L_t`` (static weights
+    ``w``, present tasks), sets ``shared_coef`` to ``c`` (absent tasks 0) and
+    ``last_weights`` to ``c`` as well: for these methods the effective weight
+    of a task is its coefficient in the shared update.
+    """
+
+    #: When true, static weights are priors: each g_t is scaled by w_t before
+    #: the method and the coefficients are mapped back (c_t = w_t * c~_t).
+    uses_priors = False
+    #: When true, the host problem also receives the present tasks' losses.
+    needs_losses = False
+
+    def coefficients(self, gram, losses):
+        """Coefficients (k,) for the k present tasks; float64 CPU tensors."""
+        raise NotImplementedError
+
+    def combine(self, losses, present, grads=None):
+        if grads is None:
+            raise ValueError(
+                f"{type(self).__name__} needs per-task gradients; the engine passed grads=None."
+            )
+        head_loss, _ = weighted_sum(self.static_weights, losses, present)
+        n = self.n_tasks
+        gram = gram_matrix(grads.detach())
+        # Static weights travel too: the engine may change them in place between fits.
+        parts = [
+            gram.reshape(-1).to(torch.float64),
+            present.to(device=gram.device, dtype=torch.float64),
+            self.static_weights.to(device=gram.device, dtype=torch.float64),
+        ]
+        if self.needs_losses:
+            loss = torch.where(present, losses.detach(), torch.zeros_like(losses))
+            parts.append(loss.to(device=gram.device, dtype=torch.float64))
+        host = torch.cat(parts).cpu()  # the one sync per step
+        gram_h = host[: n * n].reshape(n, n)
+        present_h = host[n * n : n * n + n] > 0.5
+        static_h = host[n * n + n : n * n + 2 * n]
+        losses_h = host[n * n + 2 * n :] if self.needs_losses else None
+        idx = present_h.nonzero().flatten()
+        coef_h = torch.zeros(n, dtype=torch.float64)
+        if idx.numel() > 0:
+            sub = gram_h[idx][:, idx]
+            sub_losses = losses_h[idx] if losses_h is not None else None
+            if self.uses_priors:
+                s = static_h[idx]
+                coef_h[idx] = s * self.coefficients(sub * torch.outer(s, s), sub_losses)
+            else:
+                coef_h[idx] = self.coefficients(sub, sub_losses)
+        coef = coef_h.to(device=grads.device, dtype=grads.dtype, non_blocking=True)
+        self.shared_coef = coef
+        self.last_weights = coef.to(self.last_weights.dtype)
+        return head_loss
