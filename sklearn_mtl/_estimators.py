@@ -2,7 +2,6 @@
 
 import copy
 import numbers
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -10,18 +9,20 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
+from scipy import sparse
 from sklearn.utils import check_random_state
+from sklearn.utils import ClassifierTags
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from skorch.callbacks import EarlyStopping, ProgressBar
 from skorch.helper import predefined_split
 
 from ._losses import MultiTaskLoss
-from ._modules import ACTIVATION_NAMES, MLPTrunk, MultiTaskModule, TaskHeads
+from ._modules import ACTIVATION_NAMES, MultiTaskModule, TaskHeads
 from ._net import BatchIterator, MultiTaskNet, TensorTable
 from ._tasks import (
     ALL_LOSSES,
     KINDS,
-    LOSSES_BY_KIND,
     class_weight_vectors,
     decode_predictions,
     encode_targets,
@@ -30,6 +31,8 @@ from ._tasks import (
     probabilities,
     read_targets,
 )
+from ._task_graph import GraphHeads, LayerOutputsTrunk, dependency_order
+from .architectures import HardSharing, resolve_architecture
 from .weighting._registry import resolve_weighting
 
 _OPTIMIZERS = {
@@ -82,6 +85,12 @@ class _MultiTaskBase(BaseEstimator):
         losses=None,
         loss_weights=None,
         weighting="static",
+        loss_normalization="none",
+        architecture="hard",
+        module=None,
+        auxiliary_tasks=None,
+        head_inputs=None,
+        task_depth=None,
         hidden_layer_sizes=(64, 64),
         head_hidden_sizes=(20,),
         activation="relu",
@@ -100,6 +109,8 @@ class _MultiTaskBase(BaseEstimator):
         warm_start=False,
         random_state=None,
         device="cpu",
+        precision="float32",
+        compile=False,
         verbose=0,
         callbacks=None,
     ):
@@ -107,6 +118,12 @@ class _MultiTaskBase(BaseEstimator):
         self.losses = losses
         self.loss_weights = loss_weights
         self.weighting = weighting
+        self.loss_normalization = loss_normalization
+        self.architecture = architecture
+        self.module = module
+        self.auxiliary_tasks = auxiliary_tasks
+        self.head_inputs = head_inputs
+        self.task_depth = task_depth
         self.hidden_layer_sizes = hidden_layer_sizes
         self.head_hidden_sizes = head_hidden_sizes
         self.activation = activation
@@ -125,6 +142,8 @@ class _MultiTaskBase(BaseEstimator):
         self.warm_start = warm_start
         self.random_state = random_state
         self.device = device
+        self.precision = precision
+        self.compile = compile
         self.verbose = verbose
         self.callbacks = callbacks
 
@@ -157,7 +176,8 @@ class _MultiTaskBase(BaseEstimator):
                 "OneHotEncoder or OrdinalEncoder in a ColumnTransformer."
             )
         try:
-            X = validate_data(self, X, reset=reset, dtype=np.float32, ensure_min_features=1)
+            X = validate_data(self, X, reset=reset, dtype=np.float32, ensure_min_features=1,
+                              accept_sparse=("csr", "csc", "coo"))
         except ValueError as exc:
             message = str(exc)
             if "could not convert" in message or "dtype='numeric'" in message:
@@ -172,7 +192,13 @@ class _MultiTaskBase(BaseEstimator):
                     "they are masked per task)."
                 ) from None
             raise
-        return X
+        if sparse.issparse(X):
+            # The network takes dense rows; sparse input (e.g. one-hot columns) is
+            # densified, as MLPRegressor's matrix products effectively do.
+            X = X.toarray()
+        X = np.ascontiguousarray(X)
+        # torch.from_numpy wants a writable array (read-only memmaps come from joblib).
+        return X if X.flags.writeable else X.copy()
 
     def _check_params(self, names):
         """Validate the parameters that depend on the task names; return per-task dicts."""
@@ -293,6 +319,9 @@ class _MultiTaskBase(BaseEstimator):
         vf = self.validation_fraction
         if vf is not None and not (isinstance(vf, numbers.Real) and 0 <= vf < 1):
             raise ValueError(f"validation_fraction must be None or in [0, 1); got {vf!r}.")
+        from .weighting._normalization import check_normalization
+
+        check_normalization(self.loss_normalization)
 
     def _optimizer(self):
         opt = self.optimizer
@@ -313,37 +342,70 @@ class _MultiTaskBase(BaseEstimator):
     # ------------------------------------------------------------------
     # Fitting
 
-    def fit(self, X, Y, sample_weight=None):
-        """Train the network on X and the task targets Y.
+    def fit(self, X, y, sample_weight=None):
+        """Train the network on X and the task targets y.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Numeric features (encode and impute them first, e.g. in a Pipeline).
-        Y : DataFrame, dict of 1-D arrays, or array of shape (n_samples, n_tasks) or (n_samples,)
-            One column per task. Missing labels (NaN, None, pd.NA) are masked for that task only.
+            Sparse input is densified.
+        y : DataFrame, dict of 1-D arrays, or array of shape (n_samples, n_tasks) or (n_samples,)
+            One column per task. Missing labels (NaN, None, pd.NA) are masked for that task
+            only. The container chosen here sets the form of ``predict``, ``predict_proba``
+            and ``classes_`` (see the class docstring).
         sample_weight : array-like of shape (n_samples,), default=None
-            Per-row weights applied to every task's loss.
+            Per-row weights applied to every task's loss (a weight of 0 is the same as
+            dropping the row; with one full batch per step, a weight of k the same as k
+            copies of it).
 
         Returns
         -------
         self
         """
         continuing = self.warm_start and hasattr(self, "net_")
-        return self._fit(X, Y, sample_weight, epochs=None, continuing=continuing)
+        # warm_start: max_epochs more epochs from the fitted weights, as MLPRegressor does.
+        return self._fit(X, y, sample_weight, epochs=self.max_epochs, continuing=continuing)
 
-    def partial_fit(self, X, Y, sample_weight=None):
-        """One more epoch of training on X, Y (initialising the network on the first call).
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch of training on X, y: the first call initialises the network, later
+        calls (and calls after ``fit``) continue from the current weights, whatever
+        ``warm_start`` says.
 
         The tasks, their kinds and classes are fixed by the first call.
+        ``classes`` gives the labels of classification tasks up front, for when
+        the first batch does not hold every class: an array of labels for a
+        single task, else a dict task -> labels (or a list in task order).
         """
-        return self._fit(X, Y, sample_weight, epochs=1, continuing=hasattr(self, "net_"))
+        return self._fit(X, y, sample_weight, epochs=1, continuing=hasattr(self, "net_"),
+                         classes=classes)
 
-    def _fit(self, X, Y, sample_weight, epochs, continuing):
+    def _classes_by_task(self, classes, names):
+        """partial_fit's ``classes`` as a dict task -> labels."""
+        if classes is None:
+            return {}
+        if isinstance(classes, dict):
+            return {str(k): v for k, v in classes.items()}
+        if len(names) == 1:
+            values = np.asarray(classes, dtype=object if np.ndim(classes) != 1 else None)
+            return {names[0]: values[0] if values.ndim == 2 and len(values) == 1 else values}
+        if isinstance(classes, (list, tuple)) and len(classes) == len(names):
+            return {name: c for name, c in zip(names, classes) if c is not None}
+        raise ValueError(
+            f"classes must be a dict task -> labels or a list with one entry per task "
+            f"{names}; got {classes!r}."
+        )
+
+    def _fit(self, X, y, sample_weight, epochs, continuing, classes=None):
+        if y is None:
+            # The wording scikit-learn's own estimators use.
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None."
+            )
         self._check_scalar_params()
         X = self._validate_X(X, reset=not continuing)
         task_names = list(self.tasks) if isinstance(self.tasks, (list, tuple)) else None
-        names, columns, dtypes, target_format = read_targets(Y, task_names)
+        names, columns, dtypes, target_format = read_targets(y, task_names)
         n = X.shape[0]
         for name, column in zip(names, columns):
             if len(column) != n:
@@ -351,16 +413,35 @@ class _MultiTaskBase(BaseEstimator):
                     f"X has {n} rows but Y['{name}'] has {len(column)}; X and Y need one row per "
                     "sample."
                 )
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64,
+                                                 ensure_non_negative=True)
+        classes = self._classes_by_task(classes, names)
         if continuing:
-            if names != self.task_names_:
+            trained = [t.name for t in self.tasks_]
+            if names != trained:
                 raise ValueError(
-                    f"Y has tasks {names} but the model was fitted on {self.task_names_}; "
+                    f"Y has tasks {names} but the model was fitted on {trained}; "
                     "continued training needs the same tasks."
                 )
             tasks = self.tasks_
+            by_name = {t.name: t for t in tasks}
+            for name, labels in classes.items():
+                known = by_name[name].classes_ if name in by_name else None
+                if known is None or not np.array_equal(np.unique(np.asarray(labels)), known):
+                    raise ValueError(
+                        f"classes={np.asarray(labels).tolist()!r} for task '{name}' is not the "
+                        f"same as on the first call to partial_fit "
+                        f"({None if known is None else known.tolist()!r})."
+                    )
         else:
+            unknown = [k for k in classes if k not in names]
+            if unknown:
+                raise ValueError(
+                    f"classes names unknown task(s) {unknown}; the tasks are {names}."
+                )
             kinds, losses, _ = self._check_params(names)
-            tasks = fit_tasks(names, columns, dtypes, kinds, losses)
+            tasks = fit_tasks(names, columns, dtypes, kinds, losses, sample_weight, classes)
             if self._allowed_kinds is not None:
                 for task in tasks:
                     if task.kind not in self._allowed_kinds:
@@ -370,10 +451,7 @@ class _MultiTaskBase(BaseEstimator):
                             "MultiTaskRegressorClassifier for mixed tasks."
                         )
         static_weights = self._static_weights(names)
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64,
-                                                 ensure_non_negative=True)
-        class_weights = class_weight_vectors(tasks, columns, self.class_weight)
+        class_weights = class_weight_vectors(tasks, columns, self.class_weight, sample_weight)
         targets = encode_targets(tasks, columns, sample_weight, class_weights)
 
         device = _resolve_device(self.device)
@@ -387,15 +465,19 @@ class _MultiTaskBase(BaseEstimator):
             if seeded:
                 torch.manual_seed(int(seeds[0]))
             if not continuing:
-                self.tasks_ = tasks
-                self.task_names_ = names
+                self.tasks_ = self._mark_auxiliary(tasks)
+                self.task_names_ = [t.name for t in tasks if not t.auxiliary]
                 self.target_format_ = target_format
-                self.net_ = self._build_net(tasks, static_weights, X.shape[1], device, seeds)
+                self.net_ = self._build_net(tasks, static_weights, X, device, seeds)
                 self.net_.initialize()
             else:
                 self.net_.set_params(static_weights=static_weights)
                 self.net_.weighting_.static_weights.copy_(
                     torch.as_tensor(static_weights, dtype=torch.float32))
+                if self.net_.lr != self.lr:
+                    # A changed lr applies to continued training (skorch updates the
+                    # live optimizer in place).
+                    self.net_.set_params(lr=self.lr)
             train, valid = self._split(X, targets, seeds[1], device)
             self.net_.set_params(train_split=predefined_split(valid) if valid is not None else None)
             self.net_.partial_fit(train, None, epochs=epochs)
@@ -434,15 +516,134 @@ class _MultiTaskBase(BaseEstimator):
         needed = X_t.numel() * 4 + y_t.numel() * 4
         return device if needed < 0.5 * free else "cpu"
 
-    def _build_net(self, tasks, static_weights, n_features, device, seeds):
+    def _mark_auxiliary(self, tasks):
+        aux = self.auxiliary_tasks
+        if aux is None:
+            return tasks
+        if isinstance(aux, str):
+            aux = [aux]
+        names = [t.name for t in tasks]
+        unknown = [str(a) for a in aux if str(a) not in names]
+        if unknown:
+            raise ValueError(
+                f"auxiliary_tasks names unknown task(s) {unknown}; the tasks are {names}."
+            )
+        if len(set(map(str, aux))) == len(tasks):
+            raise ValueError("Every task is auxiliary: leave at least one task to predict.")
+        for task in tasks:
+            task.auxiliary = task.name in set(map(str, aux))
+        return tasks
+
+    def _task_depths(self, names, trunk_sizes):
+        """Trunk layer index (0-based) each task's head reads, or None when not set."""
+        if not self.task_depth:
+            return None
+        if not isinstance(self.task_depth, dict):
+            raise TypeError(f"task_depth must be a dict task -> depth; got {self.task_depth!r}.")
+        unknown = [str(k) for k in self.task_depth if str(k) not in names]
+        if unknown:
+            raise ValueError(f"task_depth names unknown task(s) {unknown}; the tasks are {names}.")
+        depths = []
+        for name in names:
+            depth = self.task_depth.get(name, len(trunk_sizes))
+            if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or not (
+                    1 <= depth <= len(trunk_sizes)):
+                raise ValueError(
+                    f"task_depth['{name}']={depth!r}: a depth is a shared layer number from 1 to "
+                    f"{len(trunk_sizes)} (hidden_layer_sizes={trunk_sizes})."
+                )
+            depths.append(int(depth) - 1)
+        return depths
+
+    def _user_trunk(self, X):
+        module = self.module
+        if isinstance(module, torch.nn.Module):
+            trunk = copy.deepcopy(module)  # the user's instance is never trained in place
+        elif isinstance(module, type) and issubclass(module, torch.nn.Module):
+            trunk = module()
+        else:
+            raise TypeError(
+                f"module must be a torch.nn.Module instance or class mapping X to a "
+                f"representation; got {module!r}."
+            )
+        sample = torch.from_numpy(X[:2])
+        was_training = trunk.training
+        try:
+            with torch.no_grad():
+                trunk.eval()
+                out = trunk(sample)
+        except Exception as exc:  # the user's module rejected our input: say what it got
+            raise ValueError(
+                f"module {type(trunk).__name__} failed on a float32 batch of shape "
+                f"{tuple(sample.shape)}: {exc}. It must map (batch, n_features) to "
+                "(batch, D)."
+            ) from None
+        finally:
+            trunk.train(was_training)
+        per_task = bool(getattr(trunk, "per_task", False))
+        if not isinstance(out, torch.Tensor) or out.dim() != (3 if per_task else 2):
+            raise ValueError(
+                f"module {type(trunk).__name__} returned "
+                f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}; it "
+                "must return one tensor (batch, D) (flatten feature maps first)."
+            )
+        trunk.out_features = int(out.shape[-1])
+        trunk.per_task = per_task
+        return trunk
+
+    def _build_module(self, tasks, X):
+        names = [t.name for t in tasks]
         n_outputs = [t.n_outputs for t in tasks]
-        head_sizes = self.head_hidden_sizes
-        head_sizes = (head_sizes,) if isinstance(head_sizes, numbers.Integral) else tuple(head_sizes)
-        trunk_sizes = self.hidden_layer_sizes
-        trunk_sizes = (trunk_sizes,) if isinstance(trunk_sizes, numbers.Integral) else tuple(trunk_sizes)
-        trunk = MLPTrunk(n_features, trunk_sizes, self.activation, self.dropout)
-        heads = TaskHeads(trunk.out_features, n_outputs, head_sizes, self.activation, self.dropout)
-        module = MultiTaskModule(trunk, heads)
+        head_sizes = _as_sizes(self.head_hidden_sizes)
+        trunk_sizes = _as_sizes(self.hidden_layer_sizes)
+        depths = self._task_depths(names, trunk_sizes)
+        architecture = resolve_architecture(self.architecture)
+        if self.module is not None:
+            if not isinstance(architecture, HardSharing):
+                raise ValueError(
+                    "Pass either module= (your own trunk) or architecture=, not both: the "
+                    "architecture builds the trunk that module= replaces."
+                )
+            if depths is not None:
+                raise ValueError("task_depth needs the built-in MLP trunk; it cannot reach "
+                                 "inside a custom module.")
+            trunk = self._user_trunk(X)
+        elif depths is not None:
+            if not isinstance(architecture, HardSharing):
+                raise ValueError(
+                    f"task_depth works with architecture='hard' only (got "
+                    f"{type(architecture).__name__}): other architectures have no single "
+                    "stack of shared layers."
+                )
+            trunk = LayerOutputsTrunk(X.shape[1], trunk_sizes, self.activation, self.dropout)
+        else:
+            trunk = architecture.build(X.shape[1], len(tasks), trunk_sizes, self.activation,
+                                       self.dropout)
+        if self.head_inputs or depths is not None:
+            if self.head_inputs is not None and not isinstance(self.head_inputs, dict):
+                raise TypeError(
+                    f"head_inputs must be a dict task -> list of tasks; got {self.head_inputs!r}."
+                )
+            order, sources = dependency_order(names, self.head_inputs)
+            widths = ([trunk_sizes[d] for d in depths] if depths is not None
+                      else [trunk.out_features] * len(tasks))
+            heads = GraphHeads(widths, n_outputs, head_sizes, self.activation, self.dropout,
+                               order, sources, depths)
+        else:
+            heads = TaskHeads(trunk.out_features, n_outputs, head_sizes, self.activation,
+                              self.dropout)
+        return MultiTaskModule(trunk, heads)
+
+    def _build_net(self, tasks, static_weights, X, device, seeds):
+        n_outputs = [t.n_outputs for t in tasks]
+        module = self._build_module(tasks, X)
+        heads = module.heads
+        if self.task_depth and resolve_weighting(self.weighting).needs_grads is not None:
+            raise ValueError(
+                "task_depth cannot be combined with a gradient-based weighting: tasks read "
+                "different layers, so there is no one shared representation to combine their "
+                "gradients on. Use a loss-based weighting (e.g. 'static', 'uncertainty')."
+            )
         criterion = MultiTaskLoss(
             [t.kind for t in tasks], [t.loss for t in tasks], n_outputs, heads.max_out)
         optimizer = self._optimizer()
@@ -479,6 +680,7 @@ class _MultiTaskBase(BaseEstimator):
             static_weights=static_weights,
             task_names=[t.name for t in tasks],
             task_kinds=[t.kind for t in tasks],
+            loss_normalization=self.loss_normalization,
             # L2 on weights only (not biases), as weight decay, like scikit-learn's alpha.
             optimizer__weight_decay=self.alpha,
             optimizer__param_groups=[("*bias", {"weight_decay": 0.0})],
@@ -498,11 +700,19 @@ class _MultiTaskBase(BaseEstimator):
     def _task_outputs(self, out):
         stride = self.net_.module_.heads.max_out
         for t, task in enumerate(self.tasks_):
-            yield task, out[:, t * stride: t * stride + task.n_outputs]
+            if not task.auxiliary:
+                yield task, out[:, t * stride: t * stride + task.n_outputs]
+
+    def _predicted_tasks(self):
+        return [t for t in self.tasks_ if not t.auxiliary]
 
     def predict(self, X):
-        """Per-task predictions, in the kind of container Y was fitted with, in the
-        original labels and scale."""
+        """Per-task predictions in the original labels and scale.
+
+        The form follows the ``y`` given to ``fit``: 1-D y -> array (n_samples,);
+        2-D array -> array (n_samples, n_tasks); DataFrame -> DataFrame (with X's
+        index when X is a DataFrame); dict -> dict task -> array.
+        """
         out, index = self._raw_outputs(X)
         predictions = {task.name: decode_predictions(task, raw)
                        for task, raw in self._task_outputs(out)}
@@ -519,18 +729,51 @@ class _MultiTaskBase(BaseEstimator):
             return predictions[names[0]]
         return np.column_stack([predictions[name] for name in names])
 
+    def _per_task(self, values):
+        """Per-task values (dict task -> value, classification tasks only) in the form
+        of ``classes_`` and ``predict_proba``: scikit-learn's for unnamed targets (one
+        task: the value itself; a 2-D array: a list in column order, None for a
+        regression task), a dict task -> value for named ones (DataFrame, dict)."""
+        container = self.target_format_.container
+        if container == "vector":
+            return values[self.task_names_[0]]
+        if container == "array":
+            return [values.get(name) for name in self.task_names_]
+        return values
+
+    def _has_classification_task(self):
+        if self._allowed_kinds == ("regression",):
+            return False
+        if not hasattr(self, "tasks_"):
+            return True  # unfitted: calling predict_proba raises NotFittedError
+        return any(t.is_classifier for t in self._predicted_tasks())
+
+    @available_if(_has_classification_task)
     def predict_proba(self, X):
-        """Class probabilities: a dict task -> array (n_samples, n_classes) for each
-        classification task, columns in the order of ``classes_[task]``."""
+        """Class probabilities of the classification tasks.
+
+        Columns follow ``classes_``. The form follows the ``y`` given to ``fit``,
+        as ``classes_`` does: one task (1-D y) -> array (n_samples, n_classes), as
+        any scikit-learn classifier; 2-D array y -> a list with one such array per
+        column (scikit-learn's multi-output form; None for a regression task);
+        DataFrame or dict y -> dict task -> array, for the classification tasks.
+        """
         out, _ = self._raw_outputs(X)
-        return {task.name: probabilities(task, raw) for task, raw in self._task_outputs(out)
-                if task.is_classifier}
+        return self._per_task({task.name: probabilities(task, raw)
+                               for task, raw in self._task_outputs(out) if task.is_classifier})
 
     @property
     def classes_(self):
-        """dict task -> array of class labels, for the classification tasks."""
+        """Class labels of the classification tasks, in the form of ``predict_proba``:
+        an array (one task), a list per column (2-D array y), or a dict task -> array
+        (DataFrame or dict y). Absent when no task is a classification task."""
         check_is_fitted(self, "net_")
-        return {t.name: t.classes_ for t in self.tasks_ if t.is_classifier}
+        values = {t.name: t.classes_ for t in self._predicted_tasks() if t.is_classifier}
+        if not values:
+            raise AttributeError(
+                f"{type(self).__name__} has no classes_: none of its tasks is a classification "
+                "task.")
+        return self._per_task(values)
 
     @property
     def history_(self):
@@ -541,35 +784,51 @@ class _MultiTaskBase(BaseEstimator):
     # ------------------------------------------------------------------
     # Scoring
 
-    def score_tasks(self, X, Y, sample_weight=None):
+    def _scoring_columns(self, y):
+        """dict task -> 1-D column of the user's y, for the predicted tasks."""
+        names = self.task_names_
+        if np.ndim(y) == 1 and not isinstance(y, (pd.DataFrame, dict)) and len(names) == 1:
+            # A single task: a 1-D y is that task whatever its (Series) name.
+            _, columns, _, _ = read_targets(y)
+            return {names[0]: columns[0]}
+        if not isinstance(y, (pd.DataFrame, dict)) and np.ndim(y) == 2:
+            width = np.shape(y)[1]
+            every = [t.name for t in self.tasks_]
+            y_names = every if width == len(every) and width != len(names) else names
+            found, columns, _, _ = read_targets(y, y_names)
+        else:
+            found, columns, _, _ = read_targets(y)
+        by_name = dict(zip(found, columns))
+        missing = [name for name in names if name not in by_name]
+        if missing:
+            raise ValueError(f"y lacks the task column(s) {missing} the model was fitted on.")
+        return by_name
+
+    def score_tasks(self, X, y, sample_weight=None):
         """Per-task scores on the observed labels: R² (regression), accuracy (classification).
 
         Returns a dict task -> score. Rows with a missing label for a task are
         left out of that task's score; a task with no observed label is NaN.
+        For other metrics see :mod:`sklearn_mtl.metrics`.
         """
-        check_is_fitted(self, "net_")
-        names, columns, dtypes, _ = read_targets(Y, self.task_names_ if not isinstance(
-            Y, (pd.DataFrame, dict)) and np.ndim(Y) == 2 else None)
-        by_name = dict(zip(names, columns))
-        missing = [name for name in self.task_names_ if name not in by_name]
-        if missing:
-            raise ValueError(f"Y lacks the task column(s) {missing} the model was fitted on.")
-        predicted = self.predict(X)
-        if self.target_format_.container == "vector":
-            predicted = {self.task_names_[0]: predicted}
-        elif self.target_format_.container == "array":
-            predicted = dict(zip(self.task_names_, np.asarray(predicted).T))
-        elif self.target_format_.container == "frame":
-            predicted = {name: predicted[name].to_numpy() for name in self.task_names_}
-        weights = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
+        out, _ = self._raw_outputs(X)  # validates X first, as scikit-learn's score does
+        predicted = {task.name: decode_predictions(task, raw)
+                     for task, raw in self._task_outputs(out)}
+        by_name = self._scoring_columns(y)
+        weights = None
+        if sample_weight is not None:
+            weights = _check_sample_weight(sample_weight, out, dtype=np.float64)
         scores = {}
-        for task in self.tasks_:
+        for task in self._predicted_tasks():
             truth = by_name[task.name]
+            if len(truth) != out.shape[0]:
+                raise ValueError(
+                    f"X has {out.shape[0]} rows but y['{task.name}'] has {len(truth)}.")
             observed = ~missing_mask(truth)
-            if not observed.any():
+            w = None if weights is None else weights[observed]
+            if not observed.any() or (w is not None and not w.sum() > 0):
                 scores[task.name] = float("nan")
                 continue
-            w = None if weights is None else weights[observed]
             y_true, y_pred = truth[observed], predicted[task.name][observed]
             if task.is_classifier:
                 y_true = np.asarray(y_true).astype(task.encoder.classes_.dtype)
@@ -578,9 +837,10 @@ class _MultiTaskBase(BaseEstimator):
                 scores[task.name] = float(r2_score(y_true.astype(float), y_pred, sample_weight=w))
         return scores
 
-    def score(self, X, Y, sample_weight=None):
-        """Mean over tasks of R² (regression) and accuracy (classification) on observed labels."""
-        scores = [s for s in self.score_tasks(X, Y, sample_weight).values() if not np.isnan(s)]
+    def score(self, X, y, sample_weight=None):
+        """Mean over tasks of R² (regression) and accuracy (classification) on the
+        observed labels (tasks without any observed label are left out)."""
+        scores = [s for s in self.score_tasks(X, y, sample_weight).values() if not np.isnan(s)]
         return float(np.mean(scores)) if scores else float("nan")
 
     def __sklearn_tags__(self):
@@ -588,12 +848,29 @@ class _MultiTaskBase(BaseEstimator):
         tags.target_tags.required = True
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
-        tags.input_tags.allow_nan = False
+        tags.input_tags.allow_nan = False  # impute X; missing labels in y are fine
+        tags.input_tags.sparse = True  # densified
+        if tags.classifier_tags is None and self._allowed_kinds is None:
+            # The mixed estimator is no classifier (cross-validation must not stratify
+            # a multi-column y) but has classification heads and predict_proba: its
+            # classifier tags describe those heads.
+            tags.classifier_tags = ClassifierTags()
+        if tags.classifier_tags is not None:
+            tags.classifier_tags.multi_label = True  # a 2-D 0/1 y: one binary task per column
+        # On CPU a fixed random_state gives the same model bit for bit; CUDA kernels
+        # (atomics in the backward pass) do not promise that.
+        device = self.device if isinstance(self.device, str) else ""
+        tags.non_deterministic = device.startswith("cuda") or (
+            device == "auto" and torch.cuda.is_available())
         return tags
 
 
 def _silent(*args, **kwargs):
     return None
+
+
+def _as_sizes(sizes):
+    return (sizes,) if isinstance(sizes, numbers.Integral) else tuple(sizes)
 
 
 class MultiTaskRegressorClassifier(_MultiTaskBase):
@@ -685,20 +962,45 @@ class MultiTaskRegressorClassifier(_MultiTaskBase):
 
 
 class MultiTaskRegressor(RegressorMixin, _MultiTaskBase):
-    """Multi-task network whose tasks are all regression (see MultiTaskRegressorClassifier)."""
+    """Multi-task network whose tasks are all regression.
+
+    Takes what ``MLPRegressor`` takes (a 1-D y, or a numeric 2-D Y with one
+    task per column) and named tasks (DataFrame, dict); missing labels are
+    masked per task. Parameters and attributes as in
+    :class:`MultiTaskRegressorClassifier`. ``score`` is the uniform average
+    of the per-task R² (scikit-learn's ``r2_score`` default), each over its
+    observed labels. There is no ``predict_proba`` or ``classes_``.
+    """
 
     _allowed_kinds = ("regression",)
 
-    def score(self, X, Y, sample_weight=None):
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch of training on X, y: the first call initialises the network, later
+        calls continue from the current weights, whatever ``warm_start`` says."""
+        return self._fit(X, y, sample_weight, epochs=1, continuing=hasattr(self, "net_"))
+
+    def score(self, X, y, sample_weight=None):
         """Uniform average over tasks of R² on the observed labels."""
-        return _MultiTaskBase.score(self, X, Y, sample_weight)
+        return _MultiTaskBase.score(self, X, y, sample_weight)
 
 
 class MultiTaskClassifier(ClassifierMixin, _MultiTaskBase):
-    """Multi-task network whose tasks are all classification (see MultiTaskRegressorClassifier)."""
+    """Multi-task network whose tasks are all classification.
+
+    With a 1-D y it is an ordinary scikit-learn classifier: ``classes_`` is an
+    array, ``predict_proba`` an (n_samples, n_classes) array. With a 2-D
+    array Y (one task per column) it follows scikit-learn's multi-output
+    convention (as ``RandomForestClassifier``): ``classes_`` and
+    ``predict_proba`` are lists with one entry per column. With named tasks
+    (DataFrame or dict y) both are dicts task -> array. ``class_weight`` also
+    takes scikit-learn's forms: a dict label -> weight for a single task, or a
+    list of them, one per column. ``score`` is the mean over tasks of the
+    accuracy, each over its observed labels. Parameters as in
+    :class:`MultiTaskRegressorClassifier`.
+    """
 
     _allowed_kinds = ("binary", "multiclass")
 
-    def score(self, X, Y, sample_weight=None):
+    def score(self, X, y, sample_weight=None):
         """Mean over tasks of the accuracy on the observed labels."""
-        return _MultiTaskBase.score(self, X, Y, sample_weight)
+        return _MultiTaskBase.score(self, X, y, sample_weight)

@@ -18,7 +18,8 @@ from skorch import NeuralNet
 from skorch.callbacks import Callback
 from torch.utils.data import Dataset
 
-from .weighting._gradients import task_gradients
+from .weighting._gradients import combine_with_gradients
+from .weighting._normalization import LossNormalization
 
 
 class TensorTable(Dataset):
@@ -112,15 +113,20 @@ class MultiTaskNet(NeuralNet):
         For the history keys.
     task_kinds : list of str
         Passed to strategies that treat kinds differently.
+    loss_normalization : {'none', 'initial', 'running_mean'}, default='none'
+        Per-task division of the training losses before the strategy sees them
+        (see :mod:`sklearn_mtl.weighting._normalization`); validation losses
+        are never normalised.
     """
 
     def __init__(self, module, *args, weighting=None, static_weights=None, task_names=(),
-                 task_kinds=(), **kwargs):
+                 task_kinds=(), loss_normalization="none", **kwargs):
         super().__init__(module, *args, **kwargs)
         self.weighting = weighting
         self.static_weights = static_weights
         self.task_names = task_names
         self.task_kinds = task_kinds
+        self.loss_normalization = loss_normalization
 
     def initialize_module(self):
         super().initialize_module()
@@ -131,6 +137,9 @@ class MultiTaskNet(NeuralNet):
         # saved, pickled, moved to the device, and its parameters optimised.
         self.weighting_ = self.weighting.build(np.asarray(self.static_weights, dtype=np.float32),
                                                **build_kwargs).to(self.device)
+        # Per-fit loss scales (buffers): saved, pickled and moved like the weighting state.
+        self.loss_normalization_ = LossNormalization(
+            len(self.static_weights), self.loss_normalization).to(self.device)
         self.module_.keep_representation = self.weighting.needs_grads is not None
         return self
 
@@ -157,7 +166,14 @@ class MultiTaskNet(NeuralNet):
             sums["weight_sum"], sums["steps"] = weights.detach().clone(), torch.ones((), device=weights.device)
 
     def shared_parameters(self):
-        return [p for p in self.module_.trunk.parameters() if p.requires_grad]
+        """The trunk parameters every task shares: the gradient methods combine the task
+        gradients of these. ``trunk.shared_parameters()`` when the trunk defines it
+        (e.g. the experts of MMoE, none for soft sharing), else all trunk parameters;
+        frozen parameters are left out."""
+        trunk = self.module_.trunk
+        own = getattr(trunk, "shared_parameters", None)
+        params = own() if callable(own) else trunk.parameters()
+        return [p for p in params if p.requires_grad]
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         losses, denominators = self.criterion_(y_pred, y_true)
@@ -166,20 +182,21 @@ class MultiTaskNet(NeuralNet):
             self._accumulate("valid", losses, denominators)
             return (self.weighting_.static_weights * losses).sum()
         self._accumulate("train", losses, denominators)
-        strategy = self.weighting
-        if strategy.needs_grads is None:
-            total = self.weighting_.combine(losses, present)
+        state = self.weighting_
+        # Normalised training losses for the strategy (the history keeps the raw ones).
+        normalization = getattr(self, "loss_normalization_", None)
+        if normalization is not None and normalization.active:
+            losses, state.loss_scale = normalization(losses, present)
+        mode = self.weighting.needs_grads
+        if mode is None:
+            total = state.combine(losses, present)
         else:
-            representation = self.module_.representation_
-            G, J = task_gradients(losses, representation, self.shared_parameters(),
-                                  strategy.needs_grads)
-            G = G * present.unsqueeze(1)
-            total = self.weighting_.combine(losses, present, G)
-            coef = self.weighting_.shared_coef.detach() * present
-            routed = torch.tensordot(coef, J, dims=1)
-            # The heads get the gradient of `total`; the shared layers get sum_t c_t g_t.
-            representation.register_hook(lambda grad: routed)
-        self._accumulate_weights(self.weighting_.last_weights)
+            shared = self.shared_parameters()
+            n_trainable = sum(1 for p in self.module_.trunk.parameters() if p.requires_grad)
+            total = combine_with_gradients(
+                state, losses, present, self.module_.representation_, shared,
+                all_shared=len(shared) == n_trainable, mode=mode)
+        self._accumulate_weights(state.last_weights)
         penalty = self.module_.penalty()
         if penalty is not None:
             total = total + penalty

@@ -42,6 +42,7 @@ class Task:
     loss: object = None
     encoder: object = field(default=None, repr=False)  # LabelEncoder or StandardScaler
     dtype: object = None  # dtype of the user's column, for decoding
+    auxiliary: bool = False  # trained, never predicted or scored
 
     @property
     def is_classifier(self):
@@ -206,9 +207,10 @@ def infer_kind(name, observed):
                 )
             return "regression"
         return "multiclass"
+    # "Unknown label type" is the phrase scikit-learn's classifiers use for this error.
     raise ValueError(
-        f"Task '{name}' has targets of type '{target_type}'; each task must be one column of "
-        "numbers (regression) or labels (classification)."
+        f"Unknown label type for task '{name}': its targets are of type '{target_type}'; each "
+        "task must be one column of numbers (regression) or labels (classification)."
     )
 
 
@@ -225,18 +227,30 @@ def _observed_for_classes(name, values, mask, dtype):
                 f"Task '{name}' mixes label types {sorted(t.__name__ for t in types)}; use one "
                 "type for all labels of a task (e.g. all strings)."
             )
+        if types and all(issubclass(t, numbers.Real) and not issubclass(t, (bool, np.bool_))
+                         for t in types):
+            # Numbers in an object column (e.g. a column that also held None) are
+            # numeric labels: read them as such rather than as an unknown type.
+            observed = np.asarray(observed.tolist())
     return observed
 
 
-def fit_tasks(names, columns, dtypes, kinds, losses):
+def fit_tasks(names, columns, dtypes, kinds, losses, sample_weight=None, classes=None):
     """Build fitted :class:`Task` objects.
 
     ``kinds``: dict name -> kind (already validated, may be partial);
-    ``losses``: dict name -> loss name or callable (validated, may be partial).
+    ``losses``: dict name -> loss name or callable (validated, may be partial);
+    ``sample_weight``: per-row weights (n,) or None; the regression target
+    scalers are fitted with them, so that a weight of 0 is the same as a
+    dropped row and an integer weight the same as repeated rows;
+    ``classes``: dict name -> all class labels of that task (partial_fit's
+    ``classes``), which makes the task a classification task.
     """
+    classes = classes or {}
     tasks = []
     for name, values, dtype in zip(names, columns, dtypes):
-        task = _fit_task(name, values, dtype, kinds.get(name), losses)
+        task = _fit_task(name, values, dtype, kinds.get(name), losses, sample_weight,
+                         classes.get(name))
         loss = task.loss
         if isinstance(loss, str) and loss not in LOSSES_BY_KIND[task.kind]:
             raise ValueError(
@@ -248,7 +262,7 @@ def fit_tasks(names, columns, dtypes, kinds, losses):
     return tasks
 
 
-def _fit_task(name, values, dtype, kind, losses):
+def _fit_task(name, values, dtype, kind, losses, sample_weight=None, classes=None):
     """One fitted Task from its column (kind may be None: inferred)."""
     mask = missing_mask(values)
     if mask.all():
@@ -256,13 +270,15 @@ def _fit_task(name, values, dtype, kind, losses):
             f"Task '{name}' has no observed label (all values are missing); drop the column "
             "or provide labels."
         )
+    if classes is not None:
+        return _fit_task_with_classes(name, values, dtype, kind, losses, mask, classes)
     if kind in (None, "classification"):
         observed = _observed_for_classes(name, values, mask, dtype)
         inferred = infer_kind(name, observed)
         if kind == "classification" and inferred == "regression":
             raise ValueError(
-                f"Task '{name}' is declared classification but its labels are continuous "
-                "numbers; declare it 'regression' or pass class labels."
+                f"Unknown label type: task '{name}' is declared classification but its labels are "
+                "continuous numbers; declare it 'regression' or pass class labels."
             )
         kind = inferred
     if kind == "regression":
@@ -289,7 +305,10 @@ def _fit_task(name, values, dtype, kind, losses):
             encoder = StandardScaler(with_mean=False)
         else:
             encoder = StandardScaler()
-        encoder.fit(observed.reshape(-1, 1))
+        weights = None if sample_weight is None else np.asarray(sample_weight, float)[~mask]
+        if weights is not None and not weights.sum() > 0:
+            weights = None  # no weighted label at all: the task never trains; any scale will do
+        encoder.fit(observed.reshape(-1, 1), sample_weight=weights)
         return Task(name, kind, loss, encoder, np.dtype(float))
     observed = _observed_for_classes(name, values, mask, dtype)
     encoder = LabelEncoder()
@@ -307,17 +326,46 @@ def _fit_task(name, values, dtype, kind, losses):
             "labels; a classification task needs at least two. Drop the task or check its "
             "labels."
         )
+    return _classification_task(name, kind, losses, encoder, observed.dtype)
+
+
+def _classification_task(name, kind, losses, encoder, dtype):
+    n_classes = len(encoder.classes_)
     if kind == "binary" and n_classes > 2:
         raise ValueError(
             f"Task '{name}' is declared binary but has {n_classes} classes; declare it "
             "'multiclass'."
         )
-    if kind == "multiclass" and n_classes == 2:
-        kind = "binary"  # two classes: one logit is the same model with half the outputs
+    if kind in (None, "classification", "multiclass"):
+        kind = "binary" if n_classes == 2 else "multiclass"
     loss = losses.get(name, DEFAULT_LOSS[kind])
     if loss == "cross_entropy" and kind == "binary":
         loss = "bce"
-    return Task(name, kind, loss, encoder, observed.dtype)
+    return Task(name, kind, loss, encoder, dtype)
+
+
+def _fit_task_with_classes(name, values, dtype, kind, losses, mask, classes):
+    """A classification task whose labels are given up front (partial_fit's ``classes``)."""
+    if kind == "regression":
+        raise ValueError(
+            f"classes are given for task '{name}', which is a regression task; classes apply "
+            "to classification tasks only."
+        )
+    classes = np.asarray(classes)
+    if classes.ndim != 1 or len(np.unique(classes)) < 2:
+        raise ValueError(
+            f"classes for task '{name}' must be a 1-D array of at least two labels; got "
+            f"{classes!r}."
+        )
+    encoder = LabelEncoder().fit(classes)
+    observed = _observed_for_classes(name, values, mask, dtype)
+    unseen = ~np.isin(observed, encoder.classes_)
+    if unseen.any():
+        raise ValueError(
+            f"Task '{name}' has labels {np.unique(observed[unseen])[:5].tolist()} that are not "
+            f"in classes={encoder.classes_.tolist()}."
+        )
+    return _classification_task(name, kind, losses, encoder, encoder.classes_.dtype)
 
 
 def encode_targets(tasks, columns, sample_weight=None, class_weight=None):
@@ -350,24 +398,43 @@ def encode_targets(tasks, columns, sample_weight=None, class_weight=None):
     return out
 
 
-def class_weight_vectors(tasks, columns, class_weight):
+def class_weight_vectors(tasks, columns, class_weight, sample_weight=None):
     """Per-task class-weight arrays (indexed by class code) from the user's parameter.
 
-    ``class_weight``: None, 'balanced' (every classification task), or a dict
-    task -> 'balanced' | dict label -> weight.
+    ``class_weight``: None; 'balanced' (every classification task); a dict
+    task -> 'balanced' | dict label -> weight; and, as scikit-learn's
+    classifiers take it, a dict label -> weight when there is one
+    classification task, or a list with one entry per task (None for tasks
+    without class weights). 'balanced' counts classes weighted by
+    ``sample_weight``, as scikit-learn does.
     """
     if class_weight is None:
         return {}
     by_name = {t.name: (t, c) for t, c in zip(tasks, columns)}
+    classifiers = [t.name for t in tasks if t.is_classifier]
     if isinstance(class_weight, str):
         if class_weight != "balanced":
             raise ValueError(
                 f"class_weight must be None, 'balanced' or a dict task -> 'balanced'|dict; "
                 f"got {class_weight!r}."
             )
-        spec = {t.name: "balanced" for t in tasks if t.is_classifier}
+        spec = {name: "balanced" for name in classifiers}
     elif isinstance(class_weight, dict):
-        spec = class_weight
+        keys = [str(k) for k in class_weight]
+        if len(classifiers) == 1 and not set(keys) & set(by_name):
+            # scikit-learn's single-output form {label: weight}: keys are labels, not tasks.
+            spec = {classifiers[0]: class_weight}
+        else:
+            spec = {str(k): v for k, v in class_weight.items()}
+    elif isinstance(class_weight, (list, tuple)):
+        # scikit-learn's multi-output form: one entry per output (task), in order.
+        if len(class_weight) != len(tasks):
+            raise ValueError(
+                f"class_weight has {len(class_weight)} entries but there are {len(tasks)} tasks "
+                f"{list(by_name)}; give one entry per task (None for none) or a dict task -> "
+                "'balanced'|dict."
+            )
+        spec = {t.name: cw for t, cw in zip(tasks, class_weight) if cw is not None}
     else:
         raise TypeError(
             "class_weight must be None, 'balanced' or a dict task -> 'balanced'|dict label -> "
@@ -398,7 +465,14 @@ def class_weight_vectors(tasks, columns, class_weight):
             raise ValueError(
                 f"class_weight['{name}'] must be 'balanced' or a dict label -> weight; got {cw!r}."
             )
-        vectors[name] = compute_class_weight(cw, classes=task.encoder.classes_, y=observed)
+        weights = None if sample_weight is None else np.asarray(sample_weight, float)[~mask]
+        if cw == "balanced" and weights is not None and not weights.sum() > 0:
+            weights = None
+        vector = compute_class_weight(cw, classes=task.encoder.classes_, y=observed,
+                                      sample_weight=weights)
+        # A class whose rows all weigh 0 gets an infinite balanced weight; its rows
+        # contribute nothing either way, and 0 keeps inf * 0 = NaN out of the loss.
+        vectors[name] = np.where(np.isfinite(vector), vector, 0.0)
     return vectors
 
 

@@ -94,5 +94,10 @@ class CrossStitchModule(nn.Module):
             h = torch.einsum("ts,bsd->btd", alpha, block(h))
         return broadcast(h, self.n_tasks)
 
+    def shared_parameters(self):
+        """Every parameter: the cross-stitch units feed each tower's activations to
+        every task, so all towers and units move every task's loss."""
+        return list(self.parameters())
+
     def extra_repr(self):
         return f"n_tasks={self.n_tasks}"

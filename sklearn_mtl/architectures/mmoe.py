@@ -80,6 +80,14 @@ class MMoEModule(nn.Module):
         # (B, T, E) @ (B, E, D): every task's mixture in one bmm.
         return torch.bmm(gates, self.experts(X))
 
+    def shared_parameters(self):
+        """The parameters every task's loss depends on: the experts.
+
+        Each task's gate (its rows of ``gate``) only moves its own task, so
+        the gradient-combining strategies leave it to that task's gradient.
+        """
+        return list(self.experts.parameters())
+
     @torch.no_grad()
     def gates(self, X):
         """Gate weights (B, T, n_experts) for input X; each row is on the simplex."""

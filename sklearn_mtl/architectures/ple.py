@@ -182,6 +182,25 @@ class PLEModule(nn.Module):
             self.last_shared_gates_ = [g.detach() for g in shared_gates]
         return out
 
+    def shared_parameters(self):
+        """The parameters that more than one task's loss depends on.
+
+        With shared experts: the expert layers of every level and the shared
+        gates. The shared and task-private experts of a level are slices of
+        one batched weight, so the private ones are included too (a private
+        expert's gradient comes from its own task only; below the last level
+        the shared gate also passes it on to every task). Task gates are
+        private. Without shared experts nothing is shared: an empty list.
+        """
+        if not self.levels[0].n_shared:
+            return []
+        params = []
+        for level in self.levels:
+            params.extend(level.experts.parameters())
+            if level.shared_gate is not None:
+                params.extend(level.shared_gate.parameters())
+        return params
+
     @torch.no_grad()
     def gates(self, X):
         """Task gates for input X: one (B, T, K + S) tensor per level (see :class:`PLE`).

@@ -77,6 +77,13 @@ class SoftSharingModule(nn.Module):
     def forward(self, X):
         return self.towers(X)
 
+    def shared_parameters(self):
+        """None: each tower serves one task (the penalty ties them, not shared use).
+
+        The gradient-combining strategies then reduce to the static weighted sum.
+        """
+        return []
+
     def distance(self):
         """Sum over towers of the squared distance of their parameters to the towers' mean.
 

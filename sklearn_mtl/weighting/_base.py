@@ -37,6 +37,13 @@ present tasks with the static weights ``w``.
 
 ``last_weights`` (T,) is the effective weight of each task at the last step;
 the engine averages it per epoch into the history.
+
+With loss normalisation (the estimator's ``loss_normalization``, see
+:mod:`._normalization`) the losses passed to ``combine`` are already divided
+by per-task scales; the engine sets ``loss_scale`` (T,) to this step's
+divisors (None without normalisation). ``after_step`` receives raw losses:
+a strategy that compares them with the ones ``combine`` saw divides them by
+``loss_scale`` first (:meth:`WeightingState.scaled`).
 """
 
 import torch
@@ -51,6 +58,13 @@ class WeightingState(torch.nn.Module):
         self.register_buffer("static_weights", torch.as_tensor(static_weights, dtype=torch.float32))
         self.register_buffer("last_weights", self.static_weights.clone())
         self.shared_coef = None
+        self.loss_scale = None
+
+    def scaled(self, losses):
+        """``losses`` divided by this step's normalisation divisors (if any)."""
+        if self.loss_scale is None:
+            return losses
+        return losses / self.loss_scale.to(device=losses.device, dtype=losses.dtype)
 
     @property
     def n_tasks(self):

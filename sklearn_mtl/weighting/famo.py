@@ -72,9 +72,9 @@ class FAMOState(WeightingState):
     @torch.no_grad()
     def after_step(self, losses_after, present):
         mask = present & self.prev_present
-        g = famo_logits_gradient(
-            self.logits, self.prev_losses, losses_after.detach(), mask, self.eps
-        )
+        # Same scale as the losses combine() saw (loss normalisation), else delta is biased.
+        losses_after = self.scaled(losses_after.detach())
+        g = famo_logits_gradient(self.logits, self.prev_losses, losses_after, mask, self.eps)
         g = g.to(self.logits.dtype) + self.weight_decay * self.logits  # Adam's L2 weight decay
         adam_masked_step(
             self.logits, g, mask, self.exp_avg, self.exp_avg_sq, self.adam_steps, self.lr
