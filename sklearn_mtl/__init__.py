@@ -6,6 +6,7 @@ estimator.
 """
 
 from ._estimators import MultiTaskClassifier, MultiTaskRegressor, MultiTaskRegressorClassifier
+from .metrics import make_mean_task_scorer, make_task_scorer, make_task_scorers
 
 __version__ = "0.1.0"
 
@@ -13,5 +14,8 @@ __all__ = [
     "MultiTaskRegressorClassifier",
     "MultiTaskRegressor",
     "MultiTaskClassifier",
+    "make_task_scorer",
+    "make_task_scorers",
+    "make_mean_task_scorer",
     "__version__",
 ]

@@ -6,12 +6,11 @@ import numbers
 import numpy as np
 import pandas as pd
 import torch
+from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
-from scipy import sparse
-from sklearn.utils import check_random_state
-from sklearn.utils import ClassifierTags
+from sklearn.utils import ClassifierTags, check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from skorch.callbacks import EarlyStopping, ProgressBar
@@ -19,7 +18,7 @@ from skorch.helper import predefined_split
 
 from ._losses import MultiTaskLoss
 from ._modules import ACTIVATION_NAMES, MultiTaskModule, TaskHeads
-from ._net import BatchIterator, MultiTaskNet, TensorTable
+from ._net import PRECISIONS, BatchIterator, MultiTaskNet, TensorTable
 from ._tasks import (
     ALL_LOSSES,
     KINDS,
@@ -387,7 +386,8 @@ class _MultiTaskBase(BaseEstimator):
         if isinstance(classes, dict):
             return {str(k): v for k, v in classes.items()}
         if len(names) == 1:
-            values = np.asarray(classes, dtype=object if np.ndim(classes) != 1 else None)
+            values = np.asarray(classes)
+            # [labels] (scikit-learn's multi-output form with one output) or labels.
             return {names[0]: values[0] if values.ndim == 2 and len(values) == 1 else values}
         if isinstance(classes, (list, tuple)) and len(classes) == len(names):
             return {name: c for name, c in zip(names, classes) if c is not None}
@@ -403,6 +403,7 @@ class _MultiTaskBase(BaseEstimator):
                 f"{type(self).__name__} requires y to be passed, but the target y is None."
             )
         self._check_scalar_params()
+        self._check_performance_params()
         X = self._validate_X(X, reset=not continuing)
         task_names = list(self.tasks) if isinstance(self.tasks, (list, tuple)) else None
         names, columns, dtypes, target_format = read_targets(y, task_names)
@@ -457,6 +458,16 @@ class _MultiTaskBase(BaseEstimator):
         device = _resolve_device(self.device)
         rng = check_random_state(self.random_state)
         seeds = rng.randint(np.iinfo(np.int32).max, size=3)
+        if continuing:
+            # Fresh shuffling and dropout seeds for each continued call (the same ones for
+            # the same random_state and epoch count): otherwise every partial_fit call
+            # would replay the first epoch's batch order.
+            done = len(self.net_.history)
+            seeds = np.random.default_rng([int(v) for v in seeds] + [done]).integers(
+                np.iinfo(np.int32).max, size=3)
+            # A plain attribute: skorch's set_params refuses iterator params on a live net,
+            # and reads them from the instance when it builds the next iterator.
+            self.net_.iterator_train__seed = int(seeds[2])
         seeded = self.random_state is not None
         cuda_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
         # Seed inside a forked RNG: reproducible initialisation and dropout, and the
@@ -484,14 +495,30 @@ class _MultiTaskBase(BaseEstimator):
         self.n_epochs_ = len(self.net_.history)
         return self
 
+    def _check_performance_params(self):
+        if not isinstance(self.precision, str) or self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {list(PRECISIONS)}; got {self.precision!r}. 'bf16' "
+                "runs the forward pass under bfloat16 autocast (fast on recent GPUs; slower "
+                "than float32 on CPUs without bfloat16 instructions)."
+            )
+        if not isinstance(self.compile, (bool, np.bool_)):
+            raise ValueError(
+                f"compile must be True or False; got {self.compile!r}. True runs "
+                "torch.compile on the network (a compilation cost at the start of fit)."
+            )
+
     def _split(self, X, targets, seed, device):
         """Train and validation tables, as tensors on the training device when they fit."""
         fraction = self.validation_fraction
         if fraction is None:
             fraction = 0.1 if self.early_stopping else 0.0
+        # X is float32 already (validated): from_numpy shares its memory, and on the
+        # CPU .to() is a no-op, so the fit holds no second copy of X.
         X_t = torch.from_numpy(X)
         y_t = torch.from_numpy(targets)
         place = self._data_device(X_t, y_t, device)
+        X_t, y_t = X_t.to(place), y_t.to(place)
         if fraction > 0:
             n_valid = int(np.ceil(fraction * X.shape[0]))
             if n_valid < 1 or n_valid >= X.shape[0]:
@@ -501,10 +528,10 @@ class _MultiTaskBase(BaseEstimator):
                 )
             idx_train, idx_valid = train_test_split(
                 np.arange(X.shape[0]), test_size=n_valid, random_state=int(seed))
-            idx_train, idx_valid = torch.from_numpy(idx_train), torch.from_numpy(idx_valid)
-            return (TensorTable(X_t[idx_train].to(place), y_t[idx_train].to(place)),
-                    TensorTable(X_t[idx_valid].to(place), y_t[idx_valid].to(place)))
-        return TensorTable(X_t.to(place), y_t.to(place)), None
+            # Row indices into the one table rather than two copies of the rows.
+            return (TensorTable(X_t, y_t, rows=torch.from_numpy(idx_train)),
+                    TensorTable(X_t, y_t, rows=torch.from_numpy(idx_valid)))
+        return TensorTable(X_t, y_t), None
 
     @staticmethod
     def _data_device(X_t, y_t, device):
@@ -681,11 +708,20 @@ class _MultiTaskBase(BaseEstimator):
             task_names=[t.name for t in tasks],
             task_kinds=[t.kind for t in tasks],
             loss_normalization=self.loss_normalization,
+            precision=self.precision,
+            compile=bool(self.compile),
             # L2 on weights only (not biases), as weight decay, like scikit-learn's alpha.
             optimizer__weight_decay=self.alpha,
-            optimizer__param_groups=[("*bias", {"weight_decay": 0.0})],
+            **self._bias_group(opt_kwargs),
             **{f"optimizer__{k}": v for k, v in opt_kwargs.items()},
         )
+
+    def _bias_group(self, opt_kwargs):
+        """The bias parameter group (no weight decay) only when there is decay to
+        exempt them from: one group is one fused optimizer call per step, not two."""
+        if self.alpha == 0 and "weight_decay" not in opt_kwargs:
+            return {}
+        return {"optimizer__param_groups": [("*bias", {"weight_decay": 0.0})]}
 
     # ------------------------------------------------------------------
     # Prediction
@@ -774,6 +810,11 @@ class _MultiTaskBase(BaseEstimator):
                 f"{type(self).__name__} has no classes_: none of its tasks is a classification "
                 "task.")
         return self._per_task(values)
+
+    def __sklearn_is_fitted__(self):
+        # Fitted means a trained network: a fit that failed after validating X has
+        # set n_features_in_ but left the estimator unfitted.
+        return hasattr(self, "net_")
 
     @property
     def history_(self):
@@ -934,9 +975,14 @@ class MultiTaskRegressorClassifier(_MultiTaskBase):
     tol : float, default=1e-4
         Relative improvement that counts for early stopping.
     class_weight : None, 'balanced' or dict task -> ('balanced' or dict label -> weight)
-        Per-class weights of classification tasks' losses.
+        Per-class weights of classification tasks' losses ('balanced' counts
+        classes weighted by ``sample_weight``). scikit-learn's forms work too:
+        a dict label -> weight when there is one classification task, a list
+        with one entry per task (None for none).
     warm_start : bool, default=False
-        Continue training the fitted network on the next ``fit``.
+        ``fit`` trains the fitted network ``max_epochs`` more epochs (with the
+        current ``lr`` and ``loss_weights``) instead of starting over.
+        ``partial_fit`` always continues, one epoch per call.
     random_state : int, RandomState or None, default=None
         Seeds initialisation, shuffling, dropout and the validation split.
         The same value gives the same model on CPU. The global torch RNG is
@@ -956,8 +1002,22 @@ class MultiTaskRegressorClassifier(_MultiTaskBase):
     tasks_ : list of Task
         Each task's kind, loss and fitted encoder.
     task_names_ : list of str
-    classes_ : dict task -> ndarray
+    classes_ : ndarray, list or dict
+        Class labels of the classification tasks, in the form of y: an array
+        for a 1-D y (one task), a list with one entry per column for a 2-D
+        array y (None for a regression task, scikit-learn's multi-output
+        form), a dict task -> array for a DataFrame or dict y.
+        ``predict_proba`` answers in the same form; ``predict`` answers in
+        y's own container (DataFrame in, DataFrame out).
     n_features_in_, feature_names_in_ : as in scikit-learn.
+
+    Notes
+    -----
+    This estimator is neither a classifier nor a regressor to scikit-learn
+    (``is_classifier`` is False): cross-validation uses plain K-fold, since
+    stratifying on several columns is not defined. ``score`` is the mean over
+    tasks of R² (regression) and accuracy (classification); for other metrics
+    and per-task scores in searches see :mod:`sklearn_mtl.metrics`.
     """
 
 
@@ -997,6 +1057,11 @@ class MultiTaskClassifier(ClassifierMixin, _MultiTaskBase):
     list of them, one per column. ``score`` is the mean over tasks of the
     accuracy, each over its observed labels. Parameters as in
     :class:`MultiTaskRegressorClassifier`.
+
+    As a classifier it gets stratified folds from ``cv=<int>`` when y is one
+    column. When y has missing labels, pass the splitter yourself (e.g.
+    ``cv=KFold(5, shuffle=True)``): scikit-learn inspects y's labels to
+    choose the folds and fails on NaN among them.
     """
 
     _allowed_kinds = ("binary", "multiclass")
@@ -1004,3 +1069,8 @@ class MultiTaskClassifier(ClassifierMixin, _MultiTaskBase):
     def score(self, X, y, sample_weight=None):
         """Mean over tasks of the accuracy on the observed labels."""
         return _MultiTaskBase.score(self, X, y, sample_weight)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()  # ClassifierMixin sets fresh classifier tags
+        tags.classifier_tags.multi_label = True  # a 2-D 0/1 y: one binary task per column
+        return tags

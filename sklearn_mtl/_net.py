@@ -10,36 +10,78 @@ stopping, checkpoints); this module adds behaviour only through its hooks:
 * the :class:`TaskLossLogger` callback writes per-task losses and weights
   into the history once per epoch, from sums kept on the device (one host
   synchronisation per epoch, not per batch).
+
+The training fast path (see :meth:`MultiTaskNet.run_single_epoch`) runs when
+no callback listens to per-batch events: then there is no per-batch host
+synchronisation, no per-batch callback dispatch, and the batch rows of the
+history are written once per epoch, with the same keys and values skorch
+writes. With a per-batch callback (a progress bar, a batch-level LR
+scheduler, gradient clipping...) skorch's own loop runs unchanged.
 """
+
+import contextlib
+import inspect
+import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 from skorch import NeuralNet
 from skorch.callbacks import Callback
+from skorch.history import History
+from skorch.utils import to_tensor
 from torch.utils.data import Dataset
 
-from .weighting._gradients import combine_with_gradients
+from .weighting._gradients import attach_head_probe, combine_with_gradients
 from .weighting._normalization import LossNormalization
+
+PRECISIONS = ("float32", "bf16")
+
+# Rows gathered per shuffle chunk: the batches of one chunk are then plain slices
+# of it. Bounded so that the shuffle never holds a second copy of a large X.
+_HOST_CHUNK_BYTES = 16 << 20
+_DEVICE_CHUNK_BYTES = 128 << 20
+# Per-step values kept before they are folded into the epoch's running sums.
+_FOLD_EVERY = 256
+# Below this many multiply-adds per forward step (batch rows x weights), extra
+# intra-op threads cost more in synchronisation than they save (see
+# MultiTaskNet.fit_loop).
+_SMALL_STEP_MACS = 1 << 23
 
 
 class TensorTable(Dataset):
-    """Rows of an input tensor and (optionally) a target tensor, batched by slicing."""
+    """Rows of an input tensor and (optionally) a target tensor, batched by slicing.
 
-    def __init__(self, X, y=None):
-        self.X, self.y = X, y
+    ``rows`` (optional int64 tensor) selects and orders a subset of the rows
+    without copying them, e.g. the training and validation parts of one X.
+    """
+
+    def __init__(self, X, y=None, rows=None):
+        self.X, self.y, self.rows = X, y, rows
 
     def __len__(self):
-        return self.X.shape[0]
+        return self.X.shape[0] if self.rows is None else self.rows.shape[0]
 
     def __getitem__(self, i):  # for tools that index one row; the engine never does
+        i = i if self.rows is None else self.rows[i]
         return self.X[i], (self.y[i] if self.y is not None else torch.zeros(0))
+
+
+def _is_cuda(device):
+    return device is not None and torch.device(device).type == "cuda"
 
 
 class BatchIterator:
     """Batches of a :class:`TensorTable` as (X, y) tensor slices.
 
     With ``shuffle`` a fresh permutation is drawn each epoch from a generator
-    seeded by ``seed``; each batch is then one gather per tensor.
+    seeded by ``seed``. Rows are then gathered a chunk at a time (one gather
+    per tensor per chunk, not per batch) and each batch is a slice of its
+    chunk; the batches are exactly ``order[i:i + batch_size]``, as if the whole
+    table had been permuted at once, without a second copy of it.
+
+    When the data live on the host and ``device`` is CUDA, each chunk is
+    gathered into pinned memory and copied with ``non_blocking=True``.
     """
 
     def __init__(self, dataset, batch_size=256, shuffle=False, seed=None, device=None):
@@ -54,24 +96,124 @@ class BatchIterator:
     def __len__(self):
         return (len(self.dataset) + self.batch_size - 1) // self.batch_size
 
-    def _move(self, tensor):
-        if tensor is None or self.device is None or tensor.device == torch.device(self.device):
-            return tensor
-        return tensor.to(self.device, non_blocking=True)
+    def _transfer(self, X):
+        """Whether batches of X must be copied host -> CUDA."""
+        return _is_cuda(self.device) and X.device.type == "cpu"
+
+    def _chunk_rows(self, X, y):
+        row_bytes = X[:1].numel() * X.element_size()
+        if y is not None:
+            row_bytes += y[:1].numel() * y.element_size()
+        budget = _HOST_CHUNK_BYTES if X.device.type == "cpu" else _DEVICE_CHUNK_BYTES
+        batches = max(1, budget // max(1, row_bytes * self.batch_size))
+        return batches * self.batch_size
+
+    def _take(self, tensor, idx, start, stop, transfer):
+        """Rows ``idx`` (or ``start:stop`` when idx is None) of tensor, on the target device."""
+        if tensor is None:
+            return None
+        if not transfer:
+            return tensor[start:stop] if idx is None else tensor.index_select(0, idx)
+        n = stop - start if idx is None else idx.shape[0]
+        # Pinned host buffers come from torch's caching host allocator, which does
+        # not reuse a block before the copy reading it has finished.
+        staged = torch.empty((n,) + tuple(tensor.shape[1:]), dtype=tensor.dtype, pin_memory=True)
+        if idx is None:
+            staged.copy_(tensor[start:stop])
+        else:
+            torch.index_select(tensor, 0, idx, out=staged)
+        return staged.to(self.device, non_blocking=True)
 
     def __iter__(self):
-        X, y = self.dataset.X, self.dataset.y
-        n, size = X.shape[0], self.batch_size
+        table = self.dataset
+        X, y, rows = table.X, table.y, table.rows
+        n, size = len(table), self.batch_size
+        order = None
         if self.shuffle:
-            order = torch.randperm(n, generator=self.generator).to(X.device)
-            for start in range(0, n, size):
-                idx = order[start:start + size]
-                yield self._move(X.index_select(0, idx)), self._move(
-                    y.index_select(0, idx) if y is not None else None)
+            order = torch.randperm(n, generator=self.generator)
+            if rows is not None:
+                order = rows.index_select(0, order.to(rows.device))
+        elif rows is not None:
+            order = rows
+        if order is not None:
+            order = order.to(X.device)
+        transfer = self._transfer(X)
+        chunk = self._chunk_rows(X, y)
+        for c0 in range(0, n, chunk):
+            c1 = min(n, c0 + chunk)
+            idx = None if order is None else order[c0:c1]
+            if idx is None and not transfer:
+                Xc, yc = X, y  # plain slices of the table, no chunk copy
+                lo, hi = c0, c1
+            else:
+                Xc = self._take(X, idx, c0, c1, transfer)
+                yc = self._take(y, idx, c0, c1, transfer)
+                lo, hi = 0, c1 - c0
+            for b0 in range(lo, hi, size):
+                b1 = min(hi, b0 + size)
+                yield Xc[b0:b1], (yc[b0:b1] if yc is not None else None)
+
+
+class _TaskSums:
+    """One epoch's per-task loss sums, kept on the device.
+
+    Each step appends its (detached) per-task losses and weight sums; every
+    ``_FOLD_EVERY`` steps they are stacked and folded into running sums in two
+    calls, instead of several small in-place additions per step. Nothing here
+    reads a value back to the host.
+    """
+
+    def __init__(self):
+        self.pending = {}
+        self.totals = {}
+        self.steps = 0
+
+    def add_losses(self, prefix, losses, denominators):
+        pending = self.pending.setdefault(prefix, ([], []))
+        # detach() only where needed: each call is one more op per step.
+        pending[0].append(losses.detach() if losses.requires_grad else losses)
+        pending[1].append(denominators.detach() if denominators.requires_grad else denominators)
+        if len(pending[0]) >= _FOLD_EVERY:
+            self._fold(prefix)
+
+    def add_weights(self, weights):
+        # Added at once: a strategy may keep updating the tensor it exposes.
+        total = self.totals.get("weight_sum")
+        if total is None:
+            self.totals["weight_sum"] = weights.detach().clone()
         else:
-            for start in range(0, n, size):
-                yield self._move(X[start:start + size]), self._move(
-                    y[start:start + size] if y is not None else None)
+            total.add_(weights.detach() if weights.requires_grad else weights)
+        self.steps += 1
+
+    def _fold(self, prefix):
+        losses, denominators = self.pending[prefix]
+        if not losses:
+            return
+        L, D = torch.stack(losses), torch.stack(denominators)
+        num, den = (L * D).sum(0), D.sum(0)
+        if f"{prefix}_num" in self.totals:
+            self.totals[f"{prefix}_num"].add_(num)
+            self.totals[f"{prefix}_den"].add_(den)
+        else:
+            self.totals[f"{prefix}_num"], self.totals[f"{prefix}_den"] = num, den
+        losses.clear()
+        denominators.clear()
+
+    def to_numpy(self):
+        """All sums as numpy arrays, read back in one device-to-host copy."""
+        for prefix in list(self.pending):
+            self._fold(prefix)
+        if not self.totals:
+            return {}
+        keys = list(self.totals)
+        flat = torch.cat([self.totals[k].reshape(-1).float() for k in keys]).cpu().numpy()
+        out, at = {}, 0
+        for k in keys:
+            size = self.totals[k].numel()
+            out[k] = flat[at:at + size].astype(np.float64)
+            at += size
+        out["steps"] = self.steps
+        return out
 
 
 class TaskLossLogger(Callback):
@@ -82,7 +224,7 @@ class TaskLossLogger(Callback):
         net.reset_task_sums()
 
     def on_epoch_end(self, net, **kwargs):
-        sums = {key: value.detach().cpu().numpy() for key, value in net.task_sums_.items()}
+        sums = net.task_sums_.to_numpy() if getattr(net, "task_sums_", None) is not None else {}
         means = {}
         for prefix in ("train", "valid"):
             if f"{prefix}_num" not in sums:
@@ -100,6 +242,19 @@ class TaskLossLogger(Callback):
             net.weighting_.epoch_end(means["train"], means.get("valid"))
 
 
+def _overrides(obj, base, name):
+    return getattr(type(obj), name, None) is not getattr(base, name)
+
+
+def _needs_closure(optimizer):
+    """Whether ``optimizer.step`` requires a closure (e.g. LBFGS)."""
+    try:
+        param = inspect.signature(optimizer.step).parameters.get("closure")
+    except (TypeError, ValueError):
+        return True
+    return param is not None and param.default is inspect.Parameter.empty
+
+
 class MultiTaskNet(NeuralNet):
     """skorch ``NeuralNet`` for a :class:`~sklearn_mtl._modules.MultiTaskModule`.
 
@@ -113,20 +268,38 @@ class MultiTaskNet(NeuralNet):
         For the history keys.
     task_kinds : list of str
         Passed to strategies that treat kinds differently.
+    precision : {"float32", "bf16"}
+        "bf16": the module's forward runs under bfloat16 autocast; its output is
+        cast back to float32 before the losses.
+    n_threads : "auto", None or int
+        Intra-op CPU threads during ``fit``, restored afterwards. "auto": one
+        thread when the per-step work is small (tabular networks, where thread
+        synchronisation costs more than it saves), else unchanged. None: unchanged.
     loss_normalization : {'none', 'initial', 'running_mean'}, default='none'
         Per-task division of the training losses before the strategy sees them
         (see :mod:`sklearn_mtl.weighting._normalization`); validation losses
         are never normalised.
+
+    ``compile=True`` (skorch's parameter; ``compile__*`` passes options) runs
+    ``torch.compile`` on the module for the forward passes while ``module_``
+    stays the plain module (state dicts, pickling and attribute access are
+    those of the uncompiled module).
     """
 
     def __init__(self, module, *args, weighting=None, static_weights=None, task_names=(),
-                 task_kinds=(), loss_normalization="none", **kwargs):
+                 task_kinds=(), precision="float32", n_threads="auto", loss_normalization="none",
+                 **kwargs):
         super().__init__(module, *args, **kwargs)
         self.weighting = weighting
         self.static_weights = static_weights
         self.task_names = task_names
         self.task_kinds = task_kinds
+        self.precision = precision
+        self.n_threads = n_threads
         self.loss_normalization = loss_normalization
+
+    # ------------------------------------------------------------------
+    # Initialisation
 
     def initialize_module(self):
         super().initialize_module()
@@ -141,29 +314,56 @@ class MultiTaskNet(NeuralNet):
         self.loss_normalization_ = LossNormalization(
             len(self.static_weights), self.loss_normalization).to(self.device)
         self.module_.keep_representation = self.weighting.needs_grads is not None
+        if self.module_.keep_representation:
+            # Keeps the heads' first-layer output: per-task gradients in one backward.
+            attach_head_probe(self.module_)
+        self.__dict__.pop("_compiled", None)
         return self
 
-    def reset_task_sums(self):
-        self.task_sums_ = {}
+    def torch_compile(self, module, name):
+        # skorch would replace module_ by the compiled wrapper; compilation happens
+        # lazily in infer() instead, so that module_ stays the plain module.
+        return module
 
-    def _accumulate(self, prefix, losses, denominators):
+    def _compiled_module(self):
+        cached = self.__dict__.get("_compiled")
+        if cached is not None and cached[0] is self.module_:
+            return cached[1]
+        module = self.module_
+        if getattr(module, "keep_representation", False):
+            # The gradient strategies read module_.representation_, a side effect
+            # that a compiled graph does not reproduce reliably.
+            warnings.warn("compile=True is ignored with gradient-based weighting strategies; "
+                          "training runs eagerly.", UserWarning, stacklevel=3)
+            compiled = module
+        else:
+            compiled = torch.compile(module, **self.get_params_for("compile"))
+        # A tuple, so that skorch does not register the compiled wrapper as a module.
+        self.__dict__["_compiled"] = (module, compiled)
+        return compiled
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_compiled", None)
+        return state
+
+    # ------------------------------------------------------------------
+    # Per-task loss sums
+
+    def reset_task_sums(self):
+        self.task_sums_ = _TaskSums()
+
+    def _sums(self):
         sums = getattr(self, "task_sums_", None)
         if sums is None:
-            sums = self.task_sums_ = {}
-        num = (losses.detach() * denominators)
-        if f"{prefix}_num" in sums:
-            sums[f"{prefix}_num"] += num
-            sums[f"{prefix}_den"] += denominators
-        else:
-            sums[f"{prefix}_num"], sums[f"{prefix}_den"] = num, denominators.clone()
+            sums = self.task_sums_ = _TaskSums()
+        return sums
+
+    def _accumulate(self, prefix, losses, denominators):
+        self._sums().add_losses(prefix, losses, denominators)
 
     def _accumulate_weights(self, weights):
-        sums = self.task_sums_
-        if "weight_sum" in sums:
-            sums["weight_sum"] += weights.detach()
-            sums["steps"] += 1
-        else:
-            sums["weight_sum"], sums["steps"] = weights.detach().clone(), torch.ones((), device=weights.device)
+        self._sums().add_weights(weights)
 
     def shared_parameters(self):
         """The trunk parameters every task shares: the gradient methods combine the task
@@ -174,6 +374,25 @@ class MultiTaskNet(NeuralNet):
         own = getattr(trunk, "shared_parameters", None)
         params = own() if callable(own) else trunk.parameters()
         return [p for p in params if p.requires_grad]
+
+    # ------------------------------------------------------------------
+    # Forward and loss
+
+    def infer(self, x, **fit_params):
+        if not torch.is_tensor(x):
+            if isinstance(x, Mapping):
+                return super().infer(x, **fit_params)
+            x = to_tensor(x, device=self.device)
+        elif not (self.device == "cpu" and x.device.type == "cpu"):
+            x = x.to(self.device)  # a no-op when the iterator already put it there
+        module = self._compiled_module() if self.compile else self.module_
+        if self.precision == "bf16":
+            device_type = "cuda" if _is_cuda(self.device) else "cpu"
+            with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
+                out = module(x, **fit_params)
+            # The losses are computed in float32.
+            return out.float()
+        return module(x, **fit_params)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         losses, denominators = self.criterion_(y_pred, y_true)
@@ -195,15 +414,79 @@ class MultiTaskNet(NeuralNet):
             n_trainable = sum(1 for p in self.module_.trunk.parameters() if p.requires_grad)
             total = combine_with_gradients(
                 state, losses, present, self.module_.representation_, shared,
-                all_shared=len(shared) == n_trainable, mode=mode)
+                all_shared=len(shared) == n_trainable, mode=mode,
+                heads=getattr(self.module_, "heads", None))
         self._accumulate_weights(state.last_weights)
         penalty = self.module_.penalty()
         if penalty is not None:
             total = total + penalty
         return total
 
+    # ------------------------------------------------------------------
+    # Training loop
+
+    def _set_training(self, training=True):
+        # Inside a fast epoch the mode is set once; skorch's per-step calls are
+        # then no-ops (each one walks every submodule).
+        held = self.__dict__.get("_held_mode")
+        if held is not None and held == training:
+            return
+        super()._set_training(training)
+        if held is not None:
+            self.__dict__["_held_mode"] = training
+
+    def _fast_epoch_ok(self):
+        """True when nothing needs per-batch callbacks or per-batch history rows."""
+        if type(self.history) is not History:  # e.g. skorch's DistributedHistory
+            return False
+        for name in ("on_batch_begin", "on_batch_end", "on_grad_computed"):
+            if _overrides(self, NeuralNet, name):
+                return False
+            for _, cb in self.callbacks_:
+                if _overrides(cb, Callback, name):
+                    return False
+        return True
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        """One pass over ``iterator``; skorch's loop unless the fast path applies.
+
+        The fast path keeps each batch's loss on the device and writes the
+        history's batch rows (``<prefix>_loss``, ``<prefix>_batch_size``) after
+        the pass, from one device-to-host copy: the same rows skorch writes,
+        without a host synchronisation per batch.
+        """
+        if iterator is None:
+            return
+        if not self._fast_epoch_ok():
+            return super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
+        super()._set_training(training)
+        self.__dict__["_held_mode"] = training
+        self.__dict__["_lean_step"] = training and not any(
+            _needs_closure(getattr(self, name + "_")) for name in self._optimizers)
+        losses, sizes = [], []
+        try:
+            for batch in iterator:
+                step = step_fn(batch, **fit_params)
+                losses.append(step["loss"].detach())
+                sizes.append(batch[0].shape[0])
+        finally:
+            self.__dict__["_held_mode"] = None
+            self.__dict__["_lean_step"] = False
+        values = torch.stack(losses).float().cpu().tolist() if losses else []
+        loss_key, size_key = prefix + "_loss", prefix + "_batch_size"
+        self.history[-1]["batches"].extend(
+            {loss_key: value, size_key: size} for value, size in zip(values, sizes))
+        self.history.record(prefix + "_batch_count", len(sizes))
+
     def train_step(self, batch, **fit_params):
-        step = super().train_step(batch, **fit_params)
+        if self.__dict__.get("_lean_step"):
+            # skorch's step without the closure and the on_grad_computed dispatch,
+            # which no callback listens to here (checked once per epoch).
+            self._zero_grad_optimizer(set_to_none=True)
+            step = self.train_step_single(batch, **fit_params)
+            self._step_optimizer(None)
+        else:
+            step = super().train_step(batch, **fit_params)
         if self.weighting.needs_losses_after_step:
             Xi, yi = batch
             with torch.no_grad():
@@ -212,6 +495,45 @@ class MultiTaskNet(NeuralNet):
                 self._set_training(True)
             self.weighting_.after_step(losses, denominators > 0)
         return step
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        with self._thread_scope(X):
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+
+    @contextlib.contextmanager
+    def _thread_scope(self, X):
+        """Intra-op threads for this fit (see ``n_threads``); the caller's setting is
+        restored afterwards.
+
+        Measured on 2-core machines with the classic two-head network: one
+        thread took 0.7x the time of two at batch 256 on an idle machine, and
+        two threads were 10-50x slower than one when other processes kept the
+        cores busy (every small op then waits for a descheduled thread).
+        """
+        wanted = self._wanted_threads(X)
+        previous = torch.get_num_threads()
+        if wanted is None or wanted == previous:
+            yield
+            return
+        torch.set_num_threads(wanted)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
+    def _wanted_threads(self, X):
+        n_threads = self.n_threads
+        if n_threads is None:
+            return None
+        if n_threads != "auto":
+            return int(n_threads)
+        if _is_cuda(self.device):
+            return None
+        weights = sum(p.numel() for p in self.module_.parameters() if p.dim() >= 2)
+        batch = self.get_params_for("iterator_train").get("batch_size", self.batch_size)
+        if batch == -1 and hasattr(X, "__len__"):
+            batch = len(X)
+        return 1 if int(batch) * weights < _SMALL_STEP_MACS else None
 
     def get_default_callbacks(self):
         return super().get_default_callbacks() + [("task_losses", TaskLossLogger())]

@@ -38,6 +38,11 @@ present tasks with the static weights ``w``.
 ``last_weights`` (T,) is the effective weight of each task at the last step;
 the engine averages it per epoch into the history.
 
+Gradient methods may also set ``head_weights`` (T,), the gradient of the
+returned loss w.r.t. the losses (usually the static weights of the present
+tasks); the engine then reads it instead of differentiating the returned
+loss. The returned loss must depend on the network only through ``losses``.
+
 With loss normalisation (the estimator's ``loss_normalization``, see
 :mod:`._normalization`) the losses passed to ``combine`` are already divided
 by per-task scales; the engine sets ``loss_scale`` (T,) to this step's
@@ -58,6 +63,7 @@ class WeightingState(torch.nn.Module):
         self.register_buffer("static_weights", torch.as_tensor(static_weights, dtype=torch.float32))
         self.register_buffer("last_weights", self.static_weights.clone())
         self.shared_coef = None
+        self.head_weights = None
         self.loss_scale = None
 
     def scaled(self, losses):

@@ -9,6 +9,7 @@ host round trip per step is the only sync; these methods already cost T
 backward passes.
 """
 
+import numpy as np
 import torch
 
 from ._base import WeightingState
@@ -33,7 +34,8 @@ class GradientWeightingState(WeightingState):
     ``combine`` returns the heads' loss ``sum_t w_t L_t`` (static weights
     ``w``, present tasks), sets ``shared_coef`` to ``c`` (absent tasks 0) and
     ``last_weights`` to ``c`` as well: for these methods the effective weight
-    of a task is its coefficient in the shared update.
+    of a task is its coefficient in the shared update. ``head_weights`` is
+    ``w`` (the gradient of the returned loss w.r.t. the losses).
     """
 
     #: When true, static weights are priors: each g_t is scaled by w_t before
@@ -43,7 +45,14 @@ class GradientWeightingState(WeightingState):
     needs_losses = False
 
     def coefficients(self, gram, losses):
-        """Coefficients (k,) for the k present tasks; float64 CPU tensors."""
+        """Coefficients (k,) for the k present tasks.
+
+        ``gram`` (k, k) and ``losses`` (k,) (None unless ``needs_losses``) are
+        float64 numpy arrays; return a float64 numpy array. The problems are
+        tiny, so they are solved with numpy/scipy on the host: per-call
+        overhead, not arithmetic, sets their cost, and torch's per-op overhead
+        on such small tensors is several times numpy's.
+        """
         raise NotImplementedError
 
     def combine(self, losses, present, grads=None):
@@ -51,34 +60,44 @@ class GradientWeightingState(WeightingState):
             raise ValueError(
                 f"{type(self).__name__} needs per-task gradients; the engine passed grads=None."
             )
-        head_loss, _ = weighted_sum(self.static_weights, losses, present)
+        head_loss, w = weighted_sum(self.static_weights, losses, present)
         n = self.n_tasks
         gram = gram_matrix(grads.detach())
-        # Static weights travel too: the engine may change them in place between fits.
-        parts = [
-            gram.reshape(-1).to(torch.float64),
-            present.to(device=gram.device, dtype=torch.float64),
-            self.static_weights.to(device=gram.device, dtype=torch.float64),
-        ]
-        if self.needs_losses:
-            loss = torch.where(present, losses.detach(), torch.zeros_like(losses))
-            parts.append(loss.to(device=gram.device, dtype=torch.float64))
-        host = torch.cat(parts).cpu()  # the one sync per step
-        gram_h = host[: n * n].reshape(n, n)
-        present_h = host[n * n : n * n + n] > 0.5
-        static_h = host[n * n + n : n * n + 2 * n]
-        losses_h = host[n * n + 2 * n :] if self.needs_losses else None
-        idx = present_h.nonzero().flatten()
-        coef_h = torch.zeros(n, dtype=torch.float64)
-        if idx.numel() > 0:
-            sub = gram_h[idx][:, idx]
+        loss = torch.where(present, losses.detach(), 0.0) if self.needs_losses else None
+        if gram.device.type == "cpu":
+            # Nothing to synchronise: read the tensors in place.
+            gram_h = gram.numpy().astype(np.float64)
+            present_h = present.numpy()
+            static_h = self.static_weights.numpy().astype(np.float64)
+            losses_h = loss.numpy().astype(np.float64) if loss is not None else None
+        else:
+            # Static weights travel too: the engine may change them in place between fits.
+            parts = [gram.reshape(-1), present.to(gram.dtype),
+                     self.static_weights.to(device=gram.device, dtype=gram.dtype)]
+            if loss is not None:
+                parts.append(loss.to(device=gram.device, dtype=gram.dtype))
+            # The one sync per step; float64 from here on.
+            host = torch.cat(parts).cpu().numpy().astype(np.float64)
+            gram_h = host[: n * n].reshape(n, n)
+            present_h = host[n * n : n * n + n] > 0.5
+            static_h = host[n * n + n : n * n + 2 * n]
+            losses_h = host[n * n + 2 * n :] if loss is not None else None
+        idx = np.flatnonzero(present_h)
+        coef_h = np.zeros(n)
+        if idx.size:
+            sub = gram_h[np.ix_(idx, idx)] if idx.size < n else gram_h
             sub_losses = losses_h[idx] if losses_h is not None else None
             if self.uses_priors:
                 s = static_h[idx]
-                coef_h[idx] = s * self.coefficients(sub * torch.outer(s, s), sub_losses)
+                coef_h[idx] = s * self.coefficients(sub * np.outer(s, s), sub_losses)
             else:
                 coef_h[idx] = self.coefficients(sub, sub_losses)
-        coef = coef_h.to(device=grads.device, dtype=grads.dtype, non_blocking=True)
-        self.shared_coef = coef
-        self.last_weights = coef.to(self.last_weights.dtype)
+        coef = torch.from_numpy(coef_h.astype(np.float32 if grads.dtype == torch.float32
+                                              else np.float64))
+        if coef.device != grads.device or coef.dtype != grads.dtype:
+            coef = coef.to(device=grads.device, dtype=grads.dtype, non_blocking=True)
+        # Plain attribute and buffer writes (Module.__setattr__ is slow per step).
+        self.__dict__["shared_coef"] = coef
+        self.__dict__["head_weights"] = w.detach()
+        self._buffers["last_weights"] = coef.to(self.last_weights.dtype)
         return head_loss

@@ -18,15 +18,13 @@ def masked_losses(losses, present):
     ``torch.where`` rather than a product: ``0 * nan`` is ``nan``, and a
     product would also send a ``nan`` gradient back to an absent task.
     """
-    return torch.where(present, losses, torch.zeros_like(losses))
+    return torch.where(present, losses, 0.0)
 
 
 def weighted_sum(weights, losses, present):
     """``(sum_t w_t L_t over present tasks, w with absent entries zeroed)``."""
-    loss = masked_losses(losses, present)
-    w = torch.where(
-        present, weights.to(device=loss.device, dtype=loss.dtype), torch.zeros_like(loss)
-    )
+    loss = torch.where(present, losses, 0.0)
+    w = torch.where(present, weights.to(device=loss.device, dtype=loss.dtype), 0.0)
     return (w * loss).sum(), w
 
 

@@ -80,6 +80,7 @@ class GradNormState(WeightingState):
             self.weights.copy_(renormalize_present(self.weights, w_now, present))
         coef = eff.detach().to(grads.dtype)  # same dtype as the gradients it scales
         self.shared_coef = coef
+        self.head_weights = coef
         self.last_weights = eff.detach()
         return total
 

@@ -1,5 +1,6 @@
 """IMTL-G: impartial multi-task learning, gradient part (Liu et al. 2021)."""
 
+import numpy as np
 import torch
 
 from ._base import Weighting
@@ -21,32 +22,37 @@ def imtl_g_coefficients(gram):
     gradient have no direction: they get ``alpha = 0`` and are left out
     (all zero: equal coefficients, the update is 0 anyway).
     """
-    k = gram.shape[0]
-    M = gram.detach().to(torch.float64)
-    norms = torch.sqrt(torch.diagonal(M).clamp_min(0))
-    alive = norms > 1e-12 * norms.max().clamp_min(torch.finfo(torch.float64).tiny)
-    out = torch.zeros(k, dtype=torch.float64, device=gram.device)
-    idx = alive.nonzero().flatten()
-    if idx.numel() == 0:
-        return torch.full((k,), 1.0 / k, dtype=gram.dtype, device=gram.device)
-    if idx.numel() == 1:
+    M = gram.detach().to("cpu", torch.float64).numpy()
+    return torch.as_tensor(imtl_g_coefficients_np(M), dtype=gram.dtype, device=gram.device)
+
+
+def imtl_g_coefficients_np(M):
+    """:func:`imtl_g_coefficients` on a float64 numpy Gram matrix (numpy out)."""
+    k = M.shape[0]
+    norms = np.sqrt(np.clip(np.diag(M), 0.0, None))
+    alive = norms > 1e-12 * max(float(norms.max()), np.finfo(np.float64).tiny)
+    idx = np.flatnonzero(alive)
+    if idx.size == 0:
+        return np.full(k, 1.0 / k)
+    out = np.zeros(k)
+    if idx.size == 1:
         out[idx] = 1.0
-        return out.to(gram.dtype)
-    Ms = M[idx][:, idx]
+        return out
+    Ms = M[np.ix_(idx, idx)]
     n = norms[idx]
     Mn = Ms / n  # Mn[i, j] = g_i . u_j
     gU = Mn[0, 0] - Mn[0, 1:]
-    DU = Mn[0, 0] - Mn[0, 1:].unsqueeze(0) - Mn[1:, 0:1] + Mn[1:, 1:]
+    DU = Mn[0, 0] - Mn[0, 1:][None, :] - Mn[1:, 0:1] + Mn[1:, 1:]
     # Row vector times inverse: alpha^T = gU^T DU^{-1}  <=>  DU^T alpha = gU.
-    alpha_rest = torch.linalg.pinv(DU.T) @ gU
+    alpha_rest = np.linalg.pinv(DU.T) @ gU
     out[idx[0]] = 1.0 - alpha_rest.sum()
     out[idx[1:]] = alpha_rest
-    return out.to(gram.dtype)
+    return out
 
 
 class IMTLState(GradientWeightingState):
     def coefficients(self, gram, losses):
-        return imtl_g_coefficients(gram)
+        return imtl_g_coefficients_np(gram)
 
 
 class IMTL(Weighting):

@@ -8,24 +8,45 @@ from ._base import Weighting
 from ._gradient_state import GradientWeightingState
 
 
-def dual_cone_projection_weights(gram, i, u=1.0):
+def _gram_root(M):
+    """``A`` with ``A^T A = M`` (symmetric PSD square root from an eigendecomposition)."""
+    evals, evecs = np.linalg.eigh(M)
+    return np.sqrt(np.clip(evals, 0.0, None))[:, None] * evecs.T
+
+
+def dual_cone_projection_weights(gram, i, u=1.0, root=None):
     """Weights ``v`` with ``sum_j v_j g_j`` the projection of ``u g_i`` onto
     the dual cone ``{x : g_j . x >= 0 for all j}``.
 
     By duality the projection is ``G^T v`` with
     ``v = argmin_{v >= u e_i} v^T M v`` (``M = G G^T``). Writing
     ``v = u e_i + z``, ``z >= 0``, and ``M = A^T A`` (symmetric square root
-    from an eigendecomposition), this is the non-negative least-squares
-    problem ``min_{z >= 0} |A z + u A e_i|^2``, solved exactly by
-    Lawson-Hanson (``scipy.optimize.nnls``). numpy float64 in and out.
+    from an eigendecomposition, or ``root`` when given), this is the
+    non-negative least-squares problem ``min_{z >= 0} |A z + u A e_i|^2``,
+    solved exactly by Lawson-Hanson (``scipy.optimize.nnls``). numpy float64
+    in and out.
     """
-    M = np.asarray(gram, dtype=np.float64)
-    evals, evecs = np.linalg.eigh(M)
-    A = np.sqrt(np.clip(evals, 0.0, None))[:, None] * evecs.T
+    A = _gram_root(np.asarray(gram, dtype=np.float64)) if root is None else root
     z, _ = nnls(A, -u * A[:, i])
     v = z
     v[i] += u
     return v
+
+
+def upgrad_coefficients_np(M, pref=None):
+    """:func:`upgrad_coefficients` on a float64 numpy Gram matrix (numpy out)."""
+    k = M.shape[0]
+    scale = float(np.diag(M).max())
+    p = np.full(k, 1.0 / k) if pref is None else np.asarray(pref, dtype=np.float64)
+    if scale <= 0:
+        return p.copy()
+    # One square root for all k projections; scale-free tolerances inside NNLS.
+    A = _gram_root(M / scale)
+    coef = np.zeros(k)
+    for i in range(k):
+        if p[i] != 0:
+            coef += dual_cone_projection_weights(None, i, p[i], root=A)
+    return coef
 
 
 def upgrad_coefficients(gram, pref=None):
@@ -38,17 +59,7 @@ def upgrad_coefficients(gram, pref=None):
     proj(pref_i g_i)``. Returns a tensor (k,) like ``gram``.
     """
     M = gram.detach().to("cpu", torch.float64).numpy()
-    k = M.shape[0]
-    scale = float(np.diag(M).max())
-    p = np.full(k, 1.0 / k) if pref is None else np.asarray(pref, dtype=np.float64)
-    if scale <= 0:
-        coef = p.copy()
-    else:
-        Mn = M / scale  # scale-free tolerances inside NNLS
-        coef = np.zeros(k)
-        for i in range(k):
-            if p[i] != 0:
-                coef += dual_cone_projection_weights(Mn, i, p[i])
+    coef = upgrad_coefficients_np(M, pref)
     return torch.as_tensor(coef, dtype=gram.dtype, device=gram.device)
 
 
@@ -56,7 +67,7 @@ class UPGradState(GradientWeightingState):
     uses_priors = True
 
     def coefficients(self, gram, losses):
-        return upgrad_coefficients(gram)
+        return upgrad_coefficients_np(gram)
 
 
 class UPGrad(Weighting):

@@ -1,0 +1,119 @@
+"""Fit time of the estimator relative to a hand-written PyTorch loop.
+
+Same network (64-64 trunk, two heads of 20), same data (30,000 x 20, one
+regression and one binary task), same epochs, all variants run round-robin in
+this one process; the ratio is the median over repeats of each repeat's
+time / the hand loop's time in the same repeat. Times are whole ``fit`` calls
+(setup included) divided by the epochs. With the benchmark extra installed,
+skorch (the documented way) and Keras 3 (torch backend) run in the same rounds.
+
+Run: python benchmarks/overhead.py [--quick]
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+
+import _common as C  # noqa: E402
+import frameworks  # noqa: E402
+
+N_ROWS = 30_000
+EPOCHS = {32: 2, 256: 4, 4096: 12}
+
+
+def measure(batch_sizes=(32, 256, 4096), repeats=5, n=N_ROWS, epochs=None, others=True,
+            device="cpu", log=print):
+    """Rows of (batch, variant, ms per epoch, ratio to the hand loop, final loss);
+    plus the messages of the variants that were left out."""
+    epochs = dict(EPOCHS, **(epochs or {}))
+    X, Y = C.make_data(n)
+    notes = []
+    extra = {}
+    if others:
+        for name, status, fit in (("skorch (documented way)", frameworks.skorch_status,
+                                   frameworks.skorch_fit),
+                                  ("Keras 3 (torch backend)", frameworks.keras_status,
+                                   frameworks.keras_fit)):
+            ok, message = status()
+            (extra.__setitem__(name, fit) if ok else None)
+            notes.append(f"{name}: {message}" + ("" if ok else " -- left out"))
+    rows = []
+    for batch in batch_sizes:
+        E = epochs[batch]
+
+        def hand(batch=batch, E=E):
+            model = C.hand_loop(X, Y, batch, E, device=device)
+            _sync(device)
+            return _HandOutputs(model, device)
+
+        def ours(batch=batch, E=E):
+            model = C.estimator(batch, E, device=device).fit(X, Y)
+            _sync(device)
+            return _EstimatorOutputs(model, Y)
+
+        variants = {"hand-written loop": hand, "sklearn-mtl": ours}
+        if device == "cpu":
+            for name, fit in extra.items():
+                variants[name] = (lambda fit=fit, batch=batch, E=E: fit(X, Y, batch, E))
+        times, results = C.interleave(variants, repeats)
+        for name in variants:
+            loss = C.final_loss(results[name].outputs(X), Y,
+                                logits=not isinstance(results[name], _EstimatorOutputs))
+            rows.append((batch, name, 1000 * C.median(times[name]) / E,
+                         C.ratio_stats(times, name, "hand-written loop"), loss, E))
+            log(f"  batch {batch:5d}  {name:26s} {rows[-1][2]:9.1f} ms/epoch  "
+                f"{rows[-1][3]:.2f}x  final loss {loss:.4f}")
+    return rows, notes
+
+
+def _sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+class _HandOutputs:
+    def __init__(self, model, device):
+        self.model, self.device = model, device
+
+    def outputs(self, X):
+        return C.hand_predict(self.model, X, self.device)
+
+
+class _EstimatorOutputs:
+    def __init__(self, model, Y):
+        self.model, self.Y = model, Y
+
+    def outputs(self, X):
+        return C.estimator_outputs(self.model, X, self.Y)
+
+
+def table(rows):
+    return C.markdown_table(
+        ["batch", "variant", "epochs", "ms / epoch (median)", "time vs hand loop (median ratio)",
+         "final training loss"],
+        [(b, name, E, f"{ms:.1f}", f"{ratio:.2f}x", f"{loss:.4f}")
+         for b, name, ms, ratio, loss, E in rows])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and rows")
+    parser.add_argument("--no-others", action="store_true", help="only the hand loop and ours")
+    args = parser.parse_args(argv)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, 1 intra-op thread for every variant "
+          f"(machine default {threads})")
+    rows, notes = measure(repeats=2 if args.quick else 5, n=5000 if args.quick else N_ROWS,
+                          others=not args.no_others)
+    for note in notes:
+        print(note)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,408 @@
+"""Scorers for model selection on multi-task estimators.
+
+scikit-learn's scorers see one target; a multi-task estimator predicts many,
+in a DataFrame, a dict, a 2-D array or (one task) a 1-D array. The scorers
+here pick one task out of ``y`` and out of the predictions, drop the rows
+where that task's label is missing, and apply a scikit-learn metric:
+
+* :func:`make_task_scorer` -- one task, one metric (``'roc_auc'``,
+  ``'neg_mean_absolute_error'``, any scikit-learn scorer name, or a metric
+  function as in ``make_scorer``);
+* :func:`make_task_scorers` -- a dict task -> scorer for every task of an
+  estimator, ready for ``GridSearchCV(scoring=..., refit=<task>)`` and
+  ``cross_validate``;
+* :func:`make_mean_task_scorer` -- one number: the mean over tasks of each
+  task's score, signs as in scikit-learn (``neg_*`` metrics negated), for a
+  single-metric ``scoring=``.
+
+They are scorers in scikit-learn's sense: callables ``scorer(estimator, X,
+y)`` that also work inside ``GridSearchCV``, ``RandomizedSearchCV``,
+``HalvingRandomSearchCV``, ``cross_validate`` and ``permutation_importance``,
+on the estimator alone or at the end of a Pipeline, and take
+``set_score_request(sample_weight=True)`` under metadata routing.
+"""
+
+from inspect import signature
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import get_scorer
+
+# The base class of scikit-learn's own scorers: subclassing it makes these scorers
+# first-class in GridSearchCV's multi-metric scoring, in check_scoring and in metadata
+# routing (set_score_request). It is private but has kept this interface from 1.4 to
+# 1.9 (the supported range is pinned in pyproject.toml).
+from sklearn.metrics._scorer import _BaseScorer
+from sklearn.pipeline import Pipeline
+
+from ._tasks import fit_tasks, missing_mask, read_targets
+
+__all__ = ["make_mean_task_scorer", "make_task_scorer", "make_task_scorers"]
+
+#: Metrics used when none is named: those of the estimators' ``score``.
+DEFAULT_METRICS = {"regression": "r2", "classification": "accuracy"}
+_KIND_KEYS = ("regression", "classification", "binary", "multiclass")
+
+
+def _default_score(y_true, y_pred, *, sample_weight=None):
+    """R² for a regression task, accuracy for a classification task."""
+
+
+def _mean_score(y_true, y_pred, *, sample_weight=None):
+    """The mean over tasks of each task's signed score."""
+
+
+# ---------------------------------------------------------------------------
+# Finding the multi-task estimator and one task's values
+
+
+def _multitask_estimator(estimator, fitted=True):
+    """The multi-task estimator inside ``estimator`` (itself, a Pipeline's last step,
+    a search's best estimator), or None."""
+    for _ in range(20):
+        if hasattr(estimator, "_allowed_kinds") and (not fitted or hasattr(estimator, "tasks_")):
+            return estimator
+        if isinstance(estimator, Pipeline):
+            estimator = estimator.steps[-1][1]
+        elif fitted and hasattr(estimator, "best_estimator_"):
+            estimator = estimator.best_estimator_
+        elif not fitted and hasattr(estimator, "estimator"):
+            estimator = estimator.estimator
+        else:
+            return None
+    return None
+
+
+def _fitted_multitask(estimator):
+    found = _multitask_estimator(estimator)
+    if found is None:
+        raise ValueError(
+            f"Cannot find a fitted multi-task estimator (MultiTaskRegressorClassifier, "
+            f"MultiTaskRegressor, MultiTaskClassifier) in {type(estimator).__name__}: the "
+            "sklearn_mtl scorers need one, alone, at the end of a Pipeline or inside a "
+            "fitted search."
+        )
+    return found
+
+
+def _task_name(model, task):
+    names = model.task_names_
+    if isinstance(task, (int, np.integer)) and not isinstance(task, bool):
+        if not -len(names) <= task < len(names):
+            raise ValueError(f"Task position {task} is out of range for the tasks {names}.")
+        return names[task]
+    if str(task) not in names:
+        raise ValueError(f"Unknown task {task!r}; the estimator's tasks are {names}.")
+    return str(task)
+
+
+def _select(output, name, names):
+    """One task's part of a prediction in any of the estimators' forms."""
+    if isinstance(output, pd.DataFrame):
+        return output[name].to_numpy()
+    if isinstance(output, dict):
+        return np.asarray(output[name])
+    position = names.index(name)
+    if isinstance(output, list):  # predict_proba of a 2-D array y: one entry per column
+        return np.asarray(output[position])
+    output = np.asarray(output)
+    if len(names) == 1:
+        return output  # a single task: the output is that task's
+    return output[:, position]  # predict of a 2-D array y
+
+
+def _response(estimator, method, X):
+    if isinstance(method, (list, tuple)):
+        # scikit-learn's ('decision_function', 'predict_proba') for ranking metrics:
+        # the first the estimator has (ours have predict_proba).
+        for candidate in method:
+            if hasattr(estimator, candidate):
+                return candidate, getattr(estimator, candidate)(X)
+        raise AttributeError(f"{type(estimator).__name__} has none of the methods {method}.")
+    return method, getattr(estimator, method)(X)
+
+
+# ---------------------------------------------------------------------------
+# The metric a scorer applies
+
+
+def _resolve_metric(metric, greater_is_better, response_method, kwargs):
+    """(score_func, sign, kwargs, response_method) for a metric name, scorer or function."""
+    if isinstance(metric, str):
+        try:
+            scorer = get_scorer(metric)
+        except ValueError:
+            raise ValueError(
+                f"{metric!r} is not a scikit-learn scorer name; use one of "
+                "sklearn.metrics.get_scorer_names() (e.g. 'accuracy', 'roc_auc', 'r2', "
+                "'neg_mean_absolute_error') or pass a metric function."
+            ) from None
+        metric = scorer
+    if isinstance(metric, _BaseScorer):
+        # A scorer name or make_scorer(...): its function, sign, options and method.
+        return (metric._score_func, metric._sign, {**metric._kwargs, **kwargs},
+                response_method or metric._response_method)
+    if callable(metric):
+        return metric, (1 if greater_is_better else -1), dict(kwargs), response_method or "predict"
+    raise TypeError(
+        f"metric must be a scikit-learn scorer name, a scorer or a metric function "
+        f"score(y_true, y_pred); got {metric!r}."
+    )
+
+
+def _metric_name(metric):
+    if metric is None:
+        return "default"
+    if isinstance(metric, str):
+        return metric
+    return getattr(metric, "__name__", type(metric).__name__)
+
+
+class _TaskScorer(_BaseScorer):
+    """One task, one metric: see :func:`make_task_scorer`."""
+
+    def __init__(self, task, metric, greater_is_better, response_method, kwargs):
+        self.task = task
+        self.metric = metric
+        self._greater_is_better = greater_is_better
+        self._user_response_method = response_method
+        self._user_kwargs = dict(kwargs)
+        if metric is None:
+            func, sign, kw, method = _default_score, 1, dict(kwargs), "predict"
+        else:
+            func, sign, kw, method = _resolve_metric(metric, greater_is_better,
+                                                     response_method, kwargs)
+        super().__init__(func, sign, kw, method)
+
+    def __repr__(self):
+        args = [repr(self.task)]
+        if self.metric is not None:
+            args.append(repr(self.metric) if isinstance(self.metric, str)
+                        else _metric_name(self.metric))
+        if not self._greater_is_better:
+            args.append("greater_is_better=False")
+        if self._user_response_method is not None:
+            args.append(f"response_method={self._user_response_method!r}")
+        args += [f"{k}={v!r}" for k, v in self._user_kwargs.items()]
+        return f"make_task_scorer({', '.join(args)})"
+
+    def _score(self, method_caller, estimator, X, y_true, **kwargs):
+        # method_caller (scikit-learn's prediction cache) assumes one target; the
+        # estimator is called directly instead.
+        self._warn_overlap(
+            message=("There is an overlap between set kwargs of this scorer instance and "
+                     "passed metadata. Please pass them either as kwargs to "
+                     "make_task_scorer or metadata, but not both."),
+            kwargs=kwargs,
+        )
+        model = _fitted_multitask(estimator)
+        name = _task_name(model, self.task)
+        task = next(t for t in model.tasks_ if t.name == name)
+        if self.metric is None:
+            func, sign, options, method = _resolve_metric(
+                DEFAULT_METRICS["classification" if task.is_classifier else "regression"],
+                True, None, self._kwargs)
+        else:
+            func, sign, options, method = (self._score_func, self._sign, self._kwargs,
+                                           self._response_method)
+        if not task.is_classifier and method != "predict":
+            raise ValueError(
+                f"Task '{name}' is a regression task; a metric on predicted probabilities "
+                f"({_metric_name(self.metric)}) does not apply to it."
+            )
+        truth = model._scoring_columns(y_true)[name]
+        method, output = _response(estimator, method, X)
+        predicted = _select(output, name, model.task_names_)
+        return sign * _apply(func, task, truth, predicted, method, {**options, **kwargs})
+
+
+def _apply(func, task, truth, predicted, method, options):
+    """The metric on the rows where the task has a label (NaN when there is none)."""
+    observed = ~missing_mask(truth)
+    options = dict(options)
+    weights = options.pop("sample_weight", None)
+    if weights is not None:
+        weights = np.asarray(weights, dtype=float)[observed]
+        options["sample_weight"] = weights
+    if not observed.any() or (weights is not None and not weights.sum() > 0):
+        return float("nan")
+    y_true, y_pred = truth[observed], predicted[observed]
+    if task.is_classifier:
+        classes = task.classes_
+        y_true = np.asarray(y_true).astype(classes.dtype)
+        parameters = signature(func).parameters
+        if method == "predict_proba":
+            if y_pred.ndim == 2 and y_pred.shape[1] == 2:
+                # Binary: the positive class's column, as scikit-learn's scorers do.
+                pos_label = options.get("pos_label", classes[1])
+                if pos_label not in list(classes):
+                    raise ValueError(f"pos_label={pos_label!r} is not a class of task "
+                                     f"'{task.name}' (classes: {classes.tolist()}).")
+                y_pred = y_pred[:, list(classes).index(pos_label)]
+                if "pos_label" in options and "pos_label" not in parameters:
+                    # A metric without pos_label (roc_auc_score) takes the greater label as
+                    # positive: hand it the chosen class as 1, the others as 0.
+                    y_true = (y_true == options.pop("pos_label")).astype(int)
+                    classes = np.array([0, 1])
+            if "labels" in parameters and "labels" not in options:
+                # A fold may lack a class; the model still knows all of them.
+                options["labels"] = classes
+    else:
+        y_true = np.asarray(y_true, dtype=float)
+    return float(func(y_true, y_pred, **options))
+
+
+def make_task_scorer(task, metric=None, *, greater_is_better=True, response_method=None,
+                     **kwargs):
+    """A scorer of one task of a multi-task estimator.
+
+    Parameters
+    ----------
+    task : str or int
+        The task's name (a column of the DataFrame y, a key of the dict y, a name
+        of ``tasks=[...]``, or ``'task_<j>'`` for column j of an array y), or its
+        position among the estimator's tasks.
+    metric : str, scorer or callable, default=None
+        A scikit-learn scorer name (``'roc_auc'``, ``'neg_log_loss'``, ``'r2'``,
+        ``'neg_mean_absolute_error'``, ...: sign and prediction method as in
+        scikit-learn), a scorer from ``make_scorer``, or a metric function
+        ``score(y_true, y_pred, **kwargs)``. None: R² for a regression task,
+        accuracy for a classification task (as the estimators' ``score``).
+    greater_is_better : bool, default=True
+        For a metric function: False negates it (a loss), as in ``make_scorer``.
+    response_method : {'predict', 'predict_proba'}, default=None
+        For a metric function: what it is given (default 'predict'). For a binary
+        task ``predict_proba`` gives the positive class's probability (the second
+        class of ``classes_``, or ``pos_label``); for a multiclass task the whole
+        matrix, and ``labels=classes_`` when the metric takes ``labels``.
+    **kwargs
+        Passed to the metric (e.g. ``average='macro'``, ``multi_class='ovr'``).
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y, sample_weight=None)``: the metric on the rows of
+        y where the task has a label (NaN if none has). The estimator may be a
+        Pipeline ending in a multi-task estimator.
+
+    Examples
+    --------
+    >>> scoring = {"disease_auc": make_task_scorer("disease", "roc_auc"),
+    ...            "stay_mae": make_task_scorer("stay_days", "neg_mean_absolute_error")}
+    >>> # GridSearchCV(model, grid, scoring=scoring, refit="disease_auc")
+    """
+    return _TaskScorer(task, metric, greater_is_better, response_method, kwargs)
+
+
+def _tasks_and_kinds(estimator, y):
+    """[(task, kind)] of the fitted estimator, or inferred from y as fit would."""
+    model = _multitask_estimator(estimator)
+    if model is not None:
+        return [(t.name, t.kind) for t in model.tasks_ if not t.auxiliary]
+    model = _multitask_estimator(estimator, fitted=False)
+    if model is None:
+        raise ValueError(
+            f"Cannot find a multi-task estimator in {type(estimator).__name__}."
+        )
+    if y is None:
+        raise ValueError(
+            "The estimator is not fitted: pass y (the targets it will be fitted on) so "
+            "that the tasks and their kinds are known."
+        )
+    task_names = list(model.tasks) if isinstance(model.tasks, (list, tuple)) else None
+    names, columns, dtypes, _ = read_targets(y, task_names)
+    kinds, _, _ = model._check_params(names)
+    tasks = fit_tasks(names, columns, dtypes, kinds, {})
+    aux = model.auxiliary_tasks
+    aux = {str(a) for a in ([aux] if isinstance(aux, str) else (aux or []))}
+    return [(t.name, t.kind) for t in tasks if t.name not in aux]
+
+
+def _metrics_for(name, kind, metrics):
+    if metrics is None:
+        chosen = None
+    elif isinstance(metrics, dict):
+        general = "classification" if kind != "regression" else "regression"
+        chosen = metrics.get(name, metrics.get(kind, metrics.get(general)))
+    else:
+        chosen = metrics  # one metric (or list) for every task
+    if chosen is None:
+        chosen = DEFAULT_METRICS["classification" if kind != "regression" else "regression"]
+    return list(chosen) if isinstance(chosen, (list, tuple)) else [chosen]
+
+
+def make_task_scorers(estimator, y=None, *, metrics=None):
+    """A dict of scorers, one per task (and metric), for ``scoring=`` in searches.
+
+    Parameters
+    ----------
+    estimator : estimator
+        A multi-task estimator or a Pipeline ending in one (or a search over one),
+        fitted or not. When it is not fitted, ``y`` gives the tasks.
+    y : DataFrame, dict or array, default=None
+        The targets the estimator will be fitted on, when it is not fitted yet;
+        task kinds are read from them as ``fit`` would.
+    metrics : None, metric, list, or dict, default=None
+        None: R² for regression tasks and accuracy for classification tasks. A
+        dict maps a task name, or a kind ('regression', 'classification',
+        'binary', 'multiclass'), to a metric or a list of metrics (names as in
+        :func:`make_task_scorer`); a task name wins over its kind, a missing
+        entry falls back to the default. A single metric or list applies to
+        every task.
+
+    Returns
+    -------
+    dict
+        ``{task: scorer}``, or ``{f"{task}_{metric}": scorer}`` for tasks given
+        several metrics. In ``GridSearchCV`` the keys become the
+        ``mean_test_<key>`` columns of ``cv_results_`` and valid ``refit`` values.
+    """
+    scorers = {}
+    for name, kind in _tasks_and_kinds(estimator, y):
+        chosen = _metrics_for(name, kind, metrics)
+        for metric in chosen:
+            key = name if len(chosen) == 1 else f"{name}_{_metric_name(metric)}"
+            scorers[key] = make_task_scorer(name, metric)
+    return scorers
+
+
+class _MeanTaskScorer(_BaseScorer):
+    """The mean of per-task scores: see :func:`make_mean_task_scorer`."""
+
+    def __init__(self, metrics):
+        self.metrics = metrics
+        super().__init__(_mean_score, 1, {}, "predict")
+
+    def __repr__(self):
+        return f"make_mean_task_scorer({'' if self.metrics is None else repr(self.metrics)})"
+
+    def _score(self, method_caller, estimator, X, y_true, **kwargs):
+        model = _fitted_multitask(estimator)
+        scores = []
+        for t in model.tasks_:
+            if t.auxiliary:
+                continue
+            for metric in _metrics_for(t.name, t.kind, self.metrics):
+                score = make_task_scorer(t.name, metric)._score(
+                    method_caller, estimator, X, y_true, **kwargs)
+                if not np.isnan(score):
+                    scores.append(score)
+        return float(np.mean(scores)) if scores else float("nan")
+
+
+def make_mean_task_scorer(metrics=None):
+    """One number for ``scoring=``: the mean over tasks of each task's score.
+
+    Each task's score is signed as scikit-learn signs it (``neg_*`` metrics are
+    negated, so greater is better throughout) and computed on the rows where
+    the task has a label; tasks without any label in the fold are left out.
+    With the default metrics (R² and accuracy) this is the estimators'
+    ``score``. Mixing metrics of different scales (say MAE in grams with
+    accuracy) weighs the larger scale more: prefer scale-free metrics here.
+
+    Parameters
+    ----------
+    metrics : None, metric, list or dict, default=None
+        As in :func:`make_task_scorers`.
+    """
+    return _MeanTaskScorer(metrics)
