@@ -396,7 +396,7 @@ def main(argv=None):
         "extra threads add synchronisation; when other processes keep the cores busy, a "
         "thread that is descheduled stalls every op. `MultiTaskNet(n_threads='auto')`, the "
         "estimator's default, therefore trains on 1 thread when the per-step work (batch "
-        "rows x weights) is under 2^23 multiply-adds and restores the caller's setting after "
+        "rows x weights) is under 2^26 multiply-adds and restores the caller's setting after "
         "`fit`; above that it leaves the setting alone.",
         "",
         threads_table,
@@ -415,10 +415,11 @@ def main(argv=None):
         f"{d} float32 features, {T} tasks (3 regression, 2 binary), batch {scale_batch}, "
         "1 thread, each row a fresh process (benchmarks/_probe.py). Baseline RSS: after the "
         "imports and a 64-row warm-up fit (torch's one-time allocations). Peak RSS: the "
-        "process high-water mark (getrusage). `peak - baseline` therefore counts the data "
+        "high-water mark since the baseline (VmHWM, reset through /proc/self/clear_refs). "
+        "`peak - baseline` therefore counts the data "
         "themselves (X, Y), the training table, the targets and everything the fit "
         "allocated; the target for the 1,000,000-row fit is at most 2x the float32 X. At "
-        "small n the fixed costs of the first large-batch ops dominate the ratio.",
+        "small n fixed costs dominate the ratio.",
         "",
         scaling_table,
         "",

@@ -46,9 +46,9 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sklearn_mtl import MultiTaskRegressorClassifier  # noqa: E402
-from sklearn_mtl.datasets import load_penguins  # noqa: E402
-from sklearn_mtl.weighting import WEIGHTINGS, _gradients  # noqa: E402
+from sklearn_mtl import MultiTaskRegressorClassifier
+from sklearn_mtl.datasets import load_penguins
+from sklearn_mtl.weighting import WEIGHTINGS, _gradients
 
 METHODS = list(WEIGHTINGS)
 GRADIENT = [name for name, cls in WEIGHTINGS.items() if cls.needs_grads]
@@ -223,34 +223,36 @@ def main():
     else:
         tasks, n_samples, rounds, epochs, peng_seeds, peng_rounds = (2, 5, 10), 2000, 6, 5, 2, 6
     start = time.perf_counter()
-    synthetic_params = dict(hidden_layer_sizes=(64, 8), batch_size=64, lr=3e-3)
+    synthetic_params = {"hidden_layer_sizes": (64, 8), "batch_size": 64, "lr": 3e-3}
     sections, timings = [], {}
     for T in tasks:
         split = synthetic_split(T, 0, n_samples)
         scores, times = run_rounds(split, synthetic_params, rounds, epochs, naive_epochs=1, seed=0)
         timings[T] = ratios(times)
         shown = score_table([scores], timings[T]) if T <= 5 else role_table([scores], timings[T])
-        sections.append((f"Synthetic, T = {T} ({len(split[0])} training rows, "
-                         f"{rounds * epochs} epochs)", shown))
+        title = (f"Synthetic, T = {T} ({len(split[0])} training rows, "
+                 f"{rounds * epochs} epochs)")
+        sections.append((title, shown))
         print(f"T={T} done at {time.perf_counter() - start:.0f} s", flush=True)
     peng_scores, peng_times = [], []
     for seed in range(peng_seeds):
-        scores, times = run_rounds(penguins_split(seed), dict(batch_size=64), peng_rounds,
+        scores, times = run_rounds(penguins_split(seed), {"batch_size": 64}, peng_rounds,
                                    epochs * 2, naive_epochs=0, seed=seed)
         peng_scores.append(scores)
         peng_times.append(ratios(times))
     peng_ratio = {name: statistics.median(r[name] for r in peng_times) for name in METHODS}
-    sections.append((f"Penguins (species, sex, body mass; default network, "
-                     f"{peng_rounds * epochs * 2} epochs, mean of {peng_seeds} splits)",
-                     score_table(peng_scores, peng_ratio)))
+    title = (f"Penguins (species, sex, body mass; default network, "
+             f"{peng_rounds * epochs * 2} epochs, mean of {peng_seeds} splits)")
+    sections.append((title, score_table(peng_scores, peng_ratio)))
     elapsed = time.perf_counter() - start
     command = "python benchmarks/weighting.py" + (" --quick" if args.quick else "") + " --write"
+    intro = (f"Command: `{command}` ({elapsed / 60:.1f} min; torch {torch.__version__}, "
+             f"{torch.get_num_threads()} thread, CPU). Epoch times are medians over interleaved "
+             "rounds, as ratios to `static` measured in the same rounds; "
+             "`naive` computes the per-task gradients with one full backward pass per task "
+             "(`naive_task_gradients`).")
     body = [
-        f"Command: `{command}` ({elapsed / 60:.1f} min; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} thread, CPU). Epoch times are medians over interleaved "
-        "rounds, as ratios to `static` measured in the same rounds; "
-        "`naive` computes the per-task gradients with one full backward pass per task "
-        "(`naive_task_gradients`).",
+        intro,
         "",
         "### Cost of the gradient methods (synthetic problem, batch 64, trunk 64-8)",
         "",

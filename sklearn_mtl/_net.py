@@ -46,7 +46,7 @@ _FOLD_EVERY = 256
 # Below this many multiply-adds per forward step (batch rows x weights), extra
 # intra-op threads cost more in synchronisation than they save (see
 # MultiTaskNet.fit_loop).
-_SMALL_STEP_MACS = 1 << 23
+_SMALL_STEP_MACS = 1 << 26
 
 
 class TensorTable(Dataset):
@@ -505,10 +505,12 @@ class MultiTaskNet(NeuralNet):
         """Intra-op threads for this fit (see ``n_threads``); the caller's setting is
         restored afterwards.
 
-        Measured on 2-core machines with the classic two-head network: one
-        thread took 0.7x the time of two at batch 256 on an idle machine, and
-        two threads were 10-50x slower than one when other processes kept the
-        cores busy (every small op then waits for a descheduled thread).
+        Measured on 2-core machines shared with other processes, with the
+        classic two-head network (64-64 trunk, ~8,000 weights): two threads
+        were 10-50x slower than one at batches 256 to 4096 (every small op
+        waits for a thread that is descheduled), and never faster. The cut-off
+        (batch rows x weights < 2^26, e.g. that network up to batch ~8,000)
+        leaves wide networks with large batches, where threads pay off, alone.
         """
         wanted = self._wanted_threads(X)
         previous = torch.get_num_threads()

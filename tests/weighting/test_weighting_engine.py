@@ -23,8 +23,8 @@ from sklearn_mtl.weighting import (
     UPGrad,
     Weighting,
     WeightingState,
+    _gradients,
 )
-from sklearn_mtl.weighting import _gradients
 from sklearn_mtl.weighting._gradients import naive_task_gradients, task_gradients
 from sklearn_mtl.weighting._normalization import LossNormalization, check_normalization
 
@@ -123,7 +123,7 @@ def test_fast_jacobian_needs_the_training_forward_output():
     with torch.no_grad():
         net.module_(torch.randn(4, F))
     assert probe.output is None  # inference passes are not kept
-    X, y = make_batch()
+    X, _ = make_batch()
     net.module_(X)
     assert probe.output is not None and probe.output.shape == (B, T, 4)
     # Attaching twice keeps a single probe.

@@ -11,11 +11,10 @@ from sklearn.model_selection import GridSearchCV, KFold
 
 from sklearn_mtl import MultiTaskRegressorClassifier
 from sklearn_mtl.weighting import WEIGHTINGS, CAGrad, PCGrad, Static, ValidationTrend
-
 from tests.conftest import make_mixed
 
-SMALL = dict(hidden_layer_sizes=(16,), head_hidden_sizes=(8,), batch_size=16, max_epochs=3,
-             random_state=0)
+SMALL = {"hidden_layer_sizes": (16,), "head_hidden_sizes": (8,), "batch_size": 16,
+         "max_epochs": 3, "random_state": 0}
 NAMES = sorted(WEIGHTINGS)
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
