@@ -7,6 +7,7 @@ epoch and a fancy-indexed batch per step. Everything here runs on the
 estimator's public API or on plain torch.
 """
 
+import functools
 import gc
 import statistics
 import time
@@ -173,6 +174,20 @@ def interleave(variants, repeats):
             seconds, results[name] = timed(fn)
             times[name].append(seconds)
     return times, results
+
+
+def interleave_seeded(variants, repeats, after=None):
+    """As :func:`interleave`, but repeat r calls ``fn(seed=r)``, so that the repeats also
+    show the seed-to-seed spread of the result; ``after(name, result)`` (untimed) maps
+    each result to what is kept. Returns (times, dict name -> list of kept values)."""
+    times = {name: [] for name in variants}
+    kept = {name: [] for name in variants}
+    for r in range(repeats):
+        for name, fn in variants.items():
+            seconds, result = timed(functools.partial(fn, seed=r))
+            times[name].append(seconds)
+            kept[name].append(after(name, result) if after else result)
+    return times, kept
 
 
 def median(values):

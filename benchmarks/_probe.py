@@ -17,9 +17,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import torch  # noqa: E402
-
-import _common as C  # noqa: E402
+import _common as C
+import torch
 
 
 def current_rss():

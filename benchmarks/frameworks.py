@@ -16,7 +16,6 @@ import os
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from _common import HEAD, LR, TRUNK, HandNet
 
 

@@ -3,7 +3,8 @@
 Same network (64-64 trunk, two heads of 20), same data (30,000 x 20, one
 regression and one binary task), same epochs, all variants run round-robin in
 this one process; the ratio is the median over repeats of each repeat's
-time / the hand loop's time in the same repeat. Times are whole ``fit`` calls
+time / the hand loop's time in the same repeat. Repeat r uses seed r for every
+variant, so the final losses show the seed-to-seed spread. Times are whole ``fit`` calls
 (setup included) divided by the epochs. With the benchmark extra installed,
 skorch (the documented way) and Keras 3 (torch backend) run in the same rounds.
 
@@ -16,10 +17,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import torch  # noqa: E402
-
-import _common as C  # noqa: E402
-import frameworks  # noqa: E402
+import _common as C
+import frameworks
+import torch
 
 N_ROWS = 30_000
 EPOCHS = {32: 2, 256: 4, 4096: 12}
@@ -45,28 +45,32 @@ def measure(batch_sizes=(32, 256, 4096), repeats=5, n=N_ROWS, epochs=None, other
     for batch in batch_sizes:
         E = epochs[batch]
 
-        def hand(batch=batch, E=E):
-            model = C.hand_loop(X, Y, batch, E, device=device)
+        def hand(seed, batch=batch, E=E):
+            model = C.hand_loop(X, Y, batch, E, seed=seed, device=device)
             _sync(device)
             return _HandOutputs(model, device)
 
-        def ours(batch=batch, E=E):
-            model = C.estimator(batch, E, device=device).fit(X, Y)
+        def ours(seed, batch=batch, E=E):
+            model = C.estimator(batch, E, seed=seed, device=device).fit(X, Y)
             _sync(device)
             return _EstimatorOutputs(model, Y)
 
         variants = {"hand-written loop": hand, "sklearn-mtl": ours}
         if device == "cpu":
             for name, fit in extra.items():
-                variants[name] = (lambda fit=fit, batch=batch, E=E: fit(X, Y, batch, E))
-        times, results = C.interleave(variants, repeats)
+                variants[name] = (lambda seed, fit=fit, batch=batch, E=E:
+                                  fit(X, Y, batch, E, seed=seed))
+
+        def final(name, result):
+            return C.final_loss(result.outputs(X), Y,
+                                logits=not isinstance(result, _EstimatorOutputs))
+
+        times, losses = C.interleave_seeded(variants, repeats, after=final)
         for name in variants:
-            loss = C.final_loss(results[name].outputs(X), Y,
-                                logits=not isinstance(results[name], _EstimatorOutputs))
             rows.append((batch, name, 1000 * C.median(times[name]) / E,
-                         C.ratio_stats(times, name, "hand-written loop"), loss, E))
+                         C.ratio_stats(times, name, "hand-written loop"), losses[name], E))
             log(f"  batch {batch:5d}  {name:26s} {rows[-1][2]:9.1f} ms/epoch  "
-                f"{rows[-1][3]:.2f}x  final loss {loss:.4f}")
+                f"{rows[-1][3]:.2f}x  final loss {_loss_text(losses[name])}")
     return rows, notes
 
 
@@ -91,12 +95,16 @@ class _EstimatorOutputs:
         return C.estimator_outputs(self.model, X, self.Y)
 
 
+def _loss_text(values):
+    return f"{C.median(values):.4f} [{min(values):.4f}, {max(values):.4f}]"
+
+
 def table(rows):
     return C.markdown_table(
         ["batch", "variant", "epochs", "ms / epoch (median)", "time vs hand loop (median ratio)",
-         "final training loss"],
-        [(b, name, E, f"{ms:.1f}", f"{ratio:.2f}x", f"{loss:.4f}")
-         for b, name, ms, ratio, loss, E in rows])
+         "final training loss: median [min, max] over seeds"],
+        [(b, name, E, f"{ms:.1f}", f"{ratio:.2f}x", _loss_text(losses))
+         for b, name, ms, ratio, losses, E in rows])
 
 
 def main(argv=None):

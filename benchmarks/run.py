@@ -15,18 +15,20 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+# Keras reads its backend once, at its first import.
+os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-import _common as C  # noqa: E402
-import overhead  # noqa: E402
+import _common as C
+import numpy as np
+import overhead
+import torch
 
 COMMAND = "python benchmarks/run.py"
 
@@ -56,11 +58,11 @@ def machine_lines():
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",) * 3
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return [
-        f"- CPU: {cpu}, {os.cpu_count()} logical cores; torch default intra-op threads: "
-        f"{torch.get_num_threads()}; GPU: {gpu}",
+        (f"- CPU: {cpu}, {os.cpu_count()} logical cores; torch default intra-op threads: "
+        f"{torch.get_num_threads()}; GPU: {gpu}"),
         f"- Versions: {', '.join(versions)}",
-        f"- Load average at start (other processes share this machine): "
-        f"{', '.join(f'{x:.2f}' if isinstance(x, float) else x for x in load)}",
+        (f"- Load average at start (other processes share this machine): "
+        f"{', '.join(f'{x:.2f}' if isinstance(x, float) else x for x in load)}"),
     ]
 
 
@@ -327,7 +329,7 @@ def main(argv=None):
 
     log("\n## Training time vs a hand-written PyTorch loop (CPU, 1 thread for every variant)")
     torch.set_num_threads(1)
-    over_rows, notes = overhead.measure(repeats=2 if quick else 5,
+    over_rows, notes = overhead.measure(repeats=2 if quick else 7,
                                         n=5000 if quick else overhead.N_ROWS, log=log)
     for note in notes:
         log("  " + note)
@@ -360,13 +362,13 @@ def main(argv=None):
         COMMAND + (" --quick" if quick else ""),
         "```",
         "",
-        f"One run of the suite, {when}, {minutes:.1f} minutes. Load average at the end: "
-        f"{load_end}.",
+        (f"One run of the suite, {when}, {minutes:.1f} minutes. Load average at the end: "
+        f"{load_end}."),
         *machine,
         "",
-        "Every ratio compares variants that ran round-robin in this one run (or, for memory, "
+        ("Every ratio compares variants that ran round-robin in this one run (or, for memory, "
         "one fresh process per row); each figure is the median over the repeats. Times are "
-        "whole `fit` calls, setup included, divided by the epochs.",
+        "whole `fit` calls, setup included, divided by the epochs."),
         "",
         "## Headline",
         "",
@@ -374,16 +376,17 @@ def main(argv=None):
         "",
         "## Training time vs a hand-written PyTorch loop (CPU)",
         "",
-        f"The classic two-head network (shared 64-64 ReLU trunk, one 20-unit hidden layer per "
+        (f"The classic two-head network (shared 64-64 ReLU trunk, one 20-unit hidden layer per "
         f"head; a regression task (MSE) and a binary one (BCE)), {overhead.N_ROWS:,} x 20 "
         "float32 rows, Adam lr=1e-3. The hand-written loop is the plain loop a user writes: "
         "tensors made once, one `randperm` per epoch, fancy-indexed batches, default "
         "`torch.optim.Adam`, `zero_grad`/`backward`/`step` (benchmarks/_common.py). Every "
         "variant runs with 1 intra-op thread (`torch.set_num_threads(1)`), so that the "
         "comparison is of the training loops, not of thread scheduling on a shared 2-core "
-        "machine (see the threads table). The final training loss (sum over tasks of MSE "
-        "and log loss on the training data) shows that the variants train the same model; "
-        "Keras initialises its layers differently (Glorot) and its loss differs accordingly.",
+        "machine (see the threads table). Repeat r uses seed r for every variant; the final "
+        "training loss (sum over tasks of MSE and log loss on the training data, median and "
+        "range over the seeds) shows that the variants train the same model to within the "
+        "seed-to-seed spread (Keras initialises its layers differently, with Glorot)."),
         "",
         *(f"- {note}" for note in notes),
         "",
@@ -391,43 +394,43 @@ def main(argv=None):
         "",
         "## Intra-op threads",
         "",
-        f"{threads_n:,} rows, same network, the machine's default of {default_threads} "
+        (f"{threads_n:,} rows, same network, the machine's default of {default_threads} "
         "threads against 1. For networks this small, each op is microseconds of work and "
         "extra threads add synchronisation; when other processes keep the cores busy, a "
         "thread that is descheduled stalls every op. `MultiTaskNet(n_threads='auto')`, the "
         "estimator's default, therefore trains on 1 thread when the per-step work (batch "
         "rows x weights) is under 2^26 multiply-adds and restores the caller's setting after "
-        "`fit`; above that it leaves the setting alone.",
+        "`fit`; above that it leaves the setting alone."),
         "",
         threads_table,
         "",
         "## CPU options: bf16 autocast and torch.compile",
         "",
-        f"{opt_n:,} rows, batch {opt_batch}, {opt_epochs} epochs, 1 thread. `compile` stays "
+        (f"{opt_n:,} rows, batch {opt_batch}, {opt_epochs} epochs, 1 thread. `compile` stays "
         "off by default: it does not make the epochs faster on this CPU and its first epoch "
         "carries the compilation. bf16 autocast is for GPUs; this CPU has no bfloat16 "
-        "instructions.",
+        "instructions."),
         "",
         options_table,
         "",
         "## Scaling and peak memory",
         "",
-        f"{d} float32 features, {T} tasks (3 regression, 2 binary), batch {scale_batch}, "
+        (f"{d} float32 features, {T} tasks (3 regression, 2 binary), batch {scale_batch}, "
         "1 thread, each row a fresh process (benchmarks/_probe.py). Baseline RSS: after the "
         "imports and a 64-row warm-up fit (torch's one-time allocations). Peak RSS: the "
         "high-water mark since the baseline (VmHWM, reset through /proc/self/clear_refs). "
         "`peak - baseline` therefore counts the data "
         "themselves (X, Y), the training table, the targets and everything the fit "
         "allocated; the target for the 1,000,000-row fit is at most 2x the float32 X. At "
-        "small n fixed costs dominate the ratio.",
+        "small n fixed costs dominate the ratio."),
         "",
         scaling_table,
         "",
         "## Prediction",
         "",
-        "The estimator trained above (30,000 rows); `predict` includes input validation, "
+        ("The estimator trained above (30,000 rows); `predict` includes input validation, "
         "decoding to the original labels and scale, and building the DataFrame. The "
-        f"{n_big:,}-row call runs in batches of 8,192 rows on the training device.",
+        f"{n_big:,}-row call runs in batches of 8,192 rows on the training device."),
         "",
         prediction_table,
         "",
@@ -436,14 +439,37 @@ def main(argv=None):
         gpu_text,
         "",
     ])
+    kept = _foreign_sections(args.output, text)
     with open(args.output, "w") as f:
-        f.write(text)
-    log(f"\nwrote {args.output} ({minutes:.1f} min)")
+        f.write(text.rstrip() + "\n" + "".join("\n" + section for section in kept))
+    log(f"\nwrote {args.output} ({minutes:.1f} min)"
+        + (f"; kept {len(kept)} section(s) written by other scripts" if kept else ""))
+
+
+def _sections(text):
+    """(preamble, [(title, section text)]) of a markdown file split at '## ' headings."""
+    parts = re.split(r"(?m)^(?=## )", text)
+    preamble, sections = parts[0], []
+    for part in parts[1:]:
+        sections.append((part.splitlines()[0][3:].strip(), part.rstrip() + "\n"))
+    return preamble, sections
+
+
+def _foreign_sections(path, ours):
+    """The sections of the existing file that this script does not write (other
+    benchmarks, e.g. benchmarks/weighting.py --write, keep theirs in the same file)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        _, existing = _sections(f.read())
+    mine = {title for title, _ in _sections(ours)[1]}
+    return [body for title, body in existing if title not in mine]
 
 
 def _headline(over_rows, scaling):
     lines = []
-    by = {(b, name): (ratio, loss) for b, name, ms, ratio, loss, E in over_rows}
+    by = {(b, name): (ratio, overhead._loss_text(losses))
+          for b, name, ms, ratio, losses, E in over_rows}
     hand_loss = {b: loss for (b, name), (ratio, loss) in by.items()
                  if name == "hand-written loop"}
     for b in sorted({b for b, *_ in over_rows}):
@@ -452,7 +478,8 @@ def _headline(over_rows, scaling):
             others = ", ".join(f"{name} {r:.2f}x" for (bb, name), (r, _) in by.items()
                                if bb == b and name not in ("sklearn-mtl", "hand-written loop"))
             lines.append(f"- batch {b}: sklearn-mtl trains in **{ratio:.2f}x** the time of the "
-                         f"hand-written loop (final loss {loss:.4f} vs {hand_loss[b]:.4f})"
+                         f"hand-written loop (final loss {loss} vs {hand_loss[b]}, median [min, max] "
+                         "over seeds)"
                          + (f"; {others}" if others else "") + ".")
     for r in scaling:
         if r["variant"] == "estimator" and r["n"] >= 1_000_000:

@@ -32,7 +32,11 @@ from skorch.history import History
 from skorch.utils import to_tensor
 from torch.utils.data import Dataset
 
-from .weighting._gradients import attach_head_probe, combine_with_gradients
+from .weighting._gradients import (
+    attach_head_probe,
+    combine_with_gradients,
+    trunk_shared_parameters,
+)
 from .weighting._normalization import LossNormalization
 
 PRECISIONS = ("float32", "bf16")
@@ -45,7 +49,7 @@ _DEVICE_CHUNK_BYTES = 128 << 20
 _FOLD_EVERY = 256
 # Below this many multiply-adds per forward step (batch rows x weights), extra
 # intra-op threads cost more in synchronisation than they save (see
-# MultiTaskNet.fit_loop).
+# MultiTaskNet._thread_scope).
 _SMALL_STEP_MACS = 1 << 26
 
 
@@ -157,10 +161,11 @@ class BatchIterator:
 class _TaskSums:
     """One epoch's per-task loss sums, kept on the device.
 
-    Each step appends its (detached) per-task losses and weight sums; every
-    ``_FOLD_EVERY`` steps they are stacked and folded into running sums in two
-    calls, instead of several small in-place additions per step. Nothing here
-    reads a value back to the host.
+    Each step appends its (detached) per-task losses and label-weight sums;
+    every ``_FOLD_EVERY`` steps they are stacked and folded into running sums
+    in a few calls, instead of several small in-place additions per step. The
+    strategy's weights are added at once (one call). Nothing here reads a
+    value back to the host.
     """
 
     def __init__(self):
@@ -370,10 +375,7 @@ class MultiTaskNet(NeuralNet):
         gradients of these. ``trunk.shared_parameters()`` when the trunk defines it
         (e.g. the experts of MMoE, none for soft sharing), else all trunk parameters;
         frozen parameters are left out."""
-        trunk = self.module_.trunk
-        own = getattr(trunk, "shared_parameters", None)
-        params = own() if callable(own) else trunk.parameters()
-        return [p for p in params if p.requires_grad]
+        return trunk_shared_parameters(self.module_.trunk)[0]
 
     # ------------------------------------------------------------------
     # Forward and loss
@@ -410,12 +412,10 @@ class MultiTaskNet(NeuralNet):
         if mode is None:
             total = state.combine(losses, present)
         else:
-            shared = self.shared_parameters()
-            n_trainable = sum(1 for p in self.module_.trunk.parameters() if p.requires_grad)
+            shared, all_shared = trunk_shared_parameters(self.module_.trunk)
             total = combine_with_gradients(
                 state, losses, present, self.module_.representation_, shared,
-                all_shared=len(shared) == n_trainable, mode=mode,
-                heads=getattr(self.module_, "heads", None))
+                all_shared=all_shared, mode=mode, heads=getattr(self.module_, "heads", None))
         self._accumulate_weights(state.last_weights)
         penalty = self.module_.penalty()
         if penalty is not None:

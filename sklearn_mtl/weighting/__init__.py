@@ -3,6 +3,9 @@
 Each strategy is a :class:`Weighting` (hyperparameters only, clonable)
 whose ``build`` returns a :class:`WeightingState` (a torch module) used
 during one fit; see :mod:`sklearn_mtl.weighting._base` for the contract.
+The engine's side lives here too: per-task gradients and the routed shared
+update (:mod:`._gradients`) and the estimator's ``loss_normalization``
+(:mod:`._normalization`).
 """
 
 from ._base import Weighting, WeightingState
@@ -22,20 +25,20 @@ from .upgrad import UPGrad
 from .validation_trend import ValidationTrend
 
 __all__ = [
-    "WEIGHTINGS",
-    "Alternating",
-    "CAGrad",
     "DWA",
     "FAMO",
-    "GradNorm",
     "IMTL",
     "MGDA",
     "MGDAUB",
-    "PCGrad",
     "RLW",
+    "WEIGHTINGS",
+    "Alternating",
+    "CAGrad",
+    "GradNorm",
+    "PCGrad",
     "Static",
-    "Uncertainty",
     "UPGrad",
+    "Uncertainty",
     "ValidationTrend",
     "Weighting",
     "WeightingState",

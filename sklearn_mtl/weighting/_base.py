@@ -40,8 +40,10 @@ the engine averages it per epoch into the history.
 
 Gradient methods may also set ``head_weights`` (T,), the gradient of the
 returned loss w.r.t. the losses (usually the static weights of the present
-tasks); the engine then reads it instead of differentiating the returned
-loss. The returned loss must depend on the network only through ``losses``.
+tasks), and declare it with the class attribute ``provides_head_weights``;
+the engine then reads it instead of differentiating the returned loss (and
+may call ``combine`` without gradient recording). The returned loss must
+depend on the network only through ``losses``.
 
 With loss normalisation (the estimator's ``loss_normalization``, see
 :mod:`._normalization`) the losses passed to ``combine`` are already divided

@@ -5,8 +5,11 @@ gradients, so the state reduces the (T, P) gradients to their Gram matrix
 ``M = G G^T`` on the device, copies that (T, T) matrix to the host in one
 transfer, solves the method's tiny problem in float64 there, and sends the
 (T,) coefficients back. P can be millions; T is a handful. That one small
-host round trip per step is the only sync; these methods already cost T
-backward passes.
+host round trip per step is the only sync (on the CPU the arrays are read in
+place). The host problems are solved with plain Python floats or numpy,
+warm-started from the previous step where the method allows it: at these
+sizes each torch or numpy call costs more than its arithmetic, and the
+per-step solver time is a visible part of a tabular training step.
 """
 
 import numpy as np
@@ -43,6 +46,8 @@ class GradientWeightingState(WeightingState):
     uses_priors = False
     #: When true, the host problem also receives the present tasks' losses.
     needs_losses = False
+    #: combine() sets head_weights, the gradient of its loss w.r.t. the losses.
+    provides_head_weights = True
 
     def coefficients(self, gram, losses):
         """Coefficients (k,) for the k present tasks.
@@ -60,11 +65,21 @@ class GradientWeightingState(WeightingState):
             raise ValueError(
                 f"{type(self).__name__} needs per-task gradients; the engine passed grads=None."
             )
-        head_loss, w = weighted_sum(self.static_weights, losses, present)
-        n = self.n_tasks
+        n = grads.shape[0]
         gram = gram_matrix(grads.detach())
+        on_host = gram.device.type == "cpu" and losses.device.type == "cpu"
+        if on_host and not torch.is_grad_enabled():
+            # The engine needs only the value and head_weights (it delivers the
+            # gradients itself): a few numpy operations instead of torch ones.
+            present_h = present.numpy()
+            w_h = np.where(present_h, self.static_weights.numpy(), 0.0).astype(np.float32)
+            loss_np = np.where(present_h, losses.detach().numpy(), 0.0)
+            head_loss = torch.tensor(float(w_h @ loss_np), dtype=losses.dtype)
+            w = torch.from_numpy(w_h)
+        else:
+            head_loss, w = weighted_sum(self.static_weights, losses, present)
         loss = torch.where(present, losses.detach(), 0.0) if self.needs_losses else None
-        if gram.device.type == "cpu":
+        if on_host:
             # Nothing to synchronise: read the tensors in place.
             gram_h = gram.numpy().astype(np.float64)
             present_h = present.numpy()
@@ -98,6 +113,6 @@ class GradientWeightingState(WeightingState):
             coef = coef.to(device=grads.device, dtype=grads.dtype, non_blocking=True)
         # Plain attribute and buffer writes (Module.__setattr__ is slow per step).
         self.__dict__["shared_coef"] = coef
-        self.__dict__["head_weights"] = w.detach()
+        self.__dict__["head_weights"] = w.detach().to(losses.dtype)
         self._buffers["last_weights"] = coef.to(self.last_weights.dtype)
         return head_loss

@@ -235,6 +235,29 @@ class _InjectGradients(torch.autograd.Function):
 
 
 _SEPARABLE = weakref.WeakKeyDictionary()  # heads module -> its TaskParallelLinear list or None
+_TRUNK_PARAMS = weakref.WeakKeyDictionary()  # trunk -> (all parameters, declared shared or None)
+
+
+def trunk_shared_parameters(trunk):
+    """``(shared, all_shared)`` for a trunk: the trainable parameters the tasks share
+    (``trunk.shared_parameters()`` when the trunk defines it, else all its
+    parameters) and whether they are all its trainable parameters.
+
+    The parameter lists are cached per trunk module (its structure is fixed once
+    built); ``requires_grad`` is read on every call, so freezing takes effect.
+    """
+    try:
+        params, declared = _TRUNK_PARAMS[trunk]
+    except KeyError:
+        own = getattr(trunk, "shared_parameters", None)
+        params = list(trunk.parameters())
+        declared = list(own()) if callable(own) else None
+        _TRUNK_PARAMS[trunk] = params, declared
+    trainable = [p for p in params if p.requires_grad]
+    if declared is None:
+        return trainable, True
+    shared = [p for p in declared if p.requires_grad]
+    return shared, len(shared) == len(trainable)
 
 
 def _separable_heads(heads, n_tasks):
@@ -314,6 +337,8 @@ def _fast_step(state, losses, present, representation, shared_params, all_shared
     delta = grads[0] if grads[0] is not None else torch.zeros_like(sep)
     head_grads = [torch.zeros_like(p) if g is None else g
                   for g, p in zip(grads[1:], head_params, strict=True)]
+    # Nothing from here on is differentiated: every operand is detached (gradients
+    # from autograd.grad, detached weights), so no graph is recorded.
     if sep is representation:
         # Task t's gradient lives in slice t only: embed it in (T, B, T, D).
         J = delta.new_zeros((T,) + tuple(representation.shape))
@@ -321,26 +346,40 @@ def _fast_step(state, losses, present, representation, shared_params, all_shared
         J[ar, :, ar, :] = delta.transpose(0, 1)
     else:
         # sep[:, t] = z @ W[:, t] + b[t]  =>  dL_t/dz = delta[:, t] @ W[:, t]^T.
-        W = linears[0].weight
+        W = linears[0].weight.detach()
         J = torch.bmm(delta.transpose(0, 1).to(W.dtype), W.permute(1, 2, 0))
-        J = J.to(representation.dtype)
+        if J.dtype != representation.dtype:
+            J = J.to(representation.dtype)
     if mode == "representation":
         G = J.reshape(T, -1)
     else:
         G = shared_parameter_gradients(representation, shared_params, J)
     # Rows of absent tasks are already zero: their losses are constants (masked).
-    total = state.combine(losses, present, G)
+    # The returned loss's graph is not used when the state reports head_weights.
+    with torch.set_grad_enabled(not getattr(state, "provides_head_weights", False)):
+        total = state.combine(losses, present, G)
     coef = state.shared_coef.detach()
     if coef.dtype != G.dtype:
         coef = coef.to(G.dtype)
-    a = getattr(state, "head_weights", None)
+    a = getattr(state, "head_weights", None) if getattr(state, "provides_head_weights",
+                                                        False) else None
     if a is None:
         (a,) = torch.autograd.grad(total, losses, retain_graph=True, allow_unused=True)
         a = torch.zeros_like(losses) if a is None else a.detach()
+    term = _inject(a, coef, G, J, T, head_params, head_grads, representation, shared_params,
+                   all_shared, mode)
+    return total.detach() + term
+
+
+def _inject(a, coef, G, J, T, head_params, head_grads, representation, shared_params,
+            all_shared, mode):
+    """The gradient-delivering term of :func:`_fast_step` (see there); all operands
+    are detached."""
     # The heads: task t's slice of every layer gets a_t times its task's gradient.
-    a_h = a.to(head_grads[0].dtype)
-    scales = [a_h.view(1, T, 1) if p.dim() == 3 else a_h.view(T, 1) for p in head_params]
-    inject = list(torch._foreach_mul(head_grads, scales))
+    a_h = a if a.dtype == head_grads[0].dtype else a.to(head_grads[0].dtype)
+    a3, a2 = a_h.view(1, T, 1), a_h.view(T, 1)
+    inject = list(torch._foreach_mul(head_grads, [a3 if p.dim() == 3 else a2
+                                                  for p in head_params]))
     targets = list(head_params)
     if all_shared and mode != "representation":
         inject.extend(_flat_to_params(coef @ G, shared_params))
@@ -366,7 +405,7 @@ def _fast_step(state, losses, present, representation, shared_params, all_shared
             deltas = _flat_to_params(diff @ G, shared_params)
         inject.extend(d.to(p.dtype) for d, p in zip(deltas, shared_params, strict=True))
         targets.extend(shared_params)
-    return total.detach() + _InjectGradients.apply(inject, *targets)
+    return _InjectGradients.apply(inject, *targets)
 
 
 def combine_with_gradients(state, losses, present, representation, shared_params,

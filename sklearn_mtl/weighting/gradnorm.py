@@ -3,7 +3,13 @@
 import torch
 
 from ._base import Weighting, WeightingState
-from ._utils import adam_masked_step, check_positive, masked_losses, masked_mean, weighted_sum
+from ._utils import (
+    adam_masked_step,
+    check_positive,
+    masked_losses,
+    masked_mean,
+    weighted_sum,
+)
 
 
 def gradnorm_weight_gradient(weights, grad_norms, losses, initial_losses, present, alpha=1.5):
@@ -43,6 +49,9 @@ def renormalize_present(new_weights, old_weights, present, min_weight=1e-3):
 
 
 class GradNormState(WeightingState):
+    #: combine() sets head_weights, the gradient of its loss w.r.t. the losses.
+    provides_head_weights = True
+
     def __init__(self, static_weights, alpha, lr):
         super().__init__(static_weights)
         n = self.n_tasks
