@@ -95,6 +95,26 @@ def run_problem(make_data, seeds):
     return pd.DataFrame(table).T
 
 
+def findings(high, low, penguin):
+    """The questions the benchmark answers, answered from its own numbers."""
+    def verdict(table, a, b):
+        diff = table.loc[a, "mean"] - table.loc[b, "mean"]
+        word = "beats" if diff > 0.005 else "trails" if diff < -0.005 else "ties with"
+        return f"{a} ({table.loc[a, 'mean']:.3f}) {word} {b} ({table.loc[b, 'mean']:.3f})"
+
+    lines = [
+        "Findings (mean held-out score over tasks; a gap under 0.005 counts as a tie):",
+        f"- Low relatedness, experts vs hard sharing: {verdict(low, 'mmoe', 'hard')}; "
+        f"{verdict(low, 'ple', 'hard')}.",
+        f"- High relatedness, multi-task vs single-task networks: "
+        f"{verdict(high, 'hard', 'single-task')}; best architecture "
+        f"{high['mean'].drop('single-task').idxmax()} ({high['mean'].drop('single-task').max():.3f}).",
+        f"- Low relatedness, hard sharing vs single-task: {verdict(low, 'hard', 'single-task')}.",
+        f"- Penguins: {verdict(penguin, 'hard', 'single-task')}.",
+    ]
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -106,11 +126,14 @@ def main():
         "make_multitask, relatedness 0.1 (low)": lambda s: synthetic(0.1, s),
         "penguins (species, sex, body mass)": penguins,
     }
-    sections = []
+    sections, tables = [], {}
     for title, make_data in problems.items():
-        table = run_problem(make_data, seeds)
+        table = tables[title] = run_problem(make_data, seeds)
         print(f"\n{title}\n{table.to_string()}")
         sections.append(f"### {title}\n\n{table.to_markdown()}\n")
+    summary = findings(*tables.values())
+    print("\n" + summary)
+    sections.insert(0, summary + "\n")
     if args.write:
         header = (
             f"Command: `python benchmarks/architectures.py --seeds {args.seeds} --write`\n\n"
