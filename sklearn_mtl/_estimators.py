@@ -946,7 +946,33 @@ class MultiTaskRegressorClassifier(_MultiTaskBase):
         Non-negative weight of each task's loss; tasks not named get 1.0. Kept
         as passed; ``set_params(loss_weights__<task>=w)`` sets one entry.
     weighting : str or Weighting, default='static'
-        How the task losses are combined; 'static' is the weighted sum.
+        How the task losses are combined: 'static' (the weighted sum),
+        'uncertainty', 'dwa', 'rlw', 'famo', 'validation_trend',
+        'alternating', or a gradient method ('gradnorm', 'mgda', 'mgda_ub',
+        'pcgrad', 'cagrad', 'imtl', 'upgrad'); or an instance from
+        :mod:`sklearn_mtl.weighting` with its own hyperparameters (searchable
+        as ``weighting__<param>``).
+    loss_normalization : {'none', 'initial', 'running_mean'}, default='none'
+        Divide each task's training loss by its first observed loss or by a
+        running mean of it (momentum 0.9) before weighting, so that losses on
+        different scales start equal. Validation losses are reported raw.
+    architecture : str or Architecture, default='hard'
+        How the tasks share layers below their heads: 'hard' (one trunk),
+        'soft', 'cross_stitch', 'mmoe', 'ple', or an instance from
+        :mod:`sklearn_mtl.architectures`.
+    module : torch.nn.Module instance or class, default=None
+        Your own trunk mapping X (batch, n_features) to a representation
+        (batch, D), e.g. a CNN; replaces the architecture. An instance is
+        copied, never trained in place.
+    auxiliary_tasks : list of str, default=None
+        Columns of Y that are trained (they shape the shared layers) but not
+        predicted, scored or needed at predict time.
+    head_inputs : dict task -> list of tasks, default=None
+        Heads that also read other heads' raw outputs (logits or standardised
+        values), trained end to end; cycles are rejected.
+    task_depth : dict task -> int, default=None
+        Supervise a task at shared layer k (1-based) instead of the last one
+        (hard sharing only; not with gradient-based weighting).
     hidden_layer_sizes : tuple of int, default=(64, 64)
         Widths of the shared layers.
     head_hidden_sizes : tuple of int, default=(20,)
@@ -991,7 +1017,14 @@ class MultiTaskRegressorClassifier(_MultiTaskBase):
         The same value gives the same model on CPU. The global torch RNG is
         left as it was.
     device : str, default='cpu'
-        'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when available).
+        'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when available). On CUDA the
+        training data stay on the GPU for the whole fit when they fit.
+    precision : {'float32', 'bf16'}, default='float32'
+        'bf16' runs the forward pass under bfloat16 autocast (for GPUs with
+        bfloat16 support); losses stay float32.
+    compile : bool, default=False
+        Train through ``torch.compile``. Off by default: it did not pay off
+        on CPU in our benchmarks.
     verbose : int, default=0
         0: silent; 1: skorch's per-epoch table; 2: also a progress bar.
     callbacks : list of skorch callbacks, default=None

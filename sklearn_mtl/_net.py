@@ -308,13 +308,10 @@ class MultiTaskNet(NeuralNet):
 
     def initialize_module(self):
         super().initialize_module()
-        build_kwargs = {}
-        if "task_kinds" in self.weighting.build.__code__.co_varnames:
-            build_kwargs["task_kinds"] = list(self.task_kinds)
         # An attribute ending in "_" set here is registered by skorch as a module:
         # saved, pickled, moved to the device, and its parameters optimised.
         self.weighting_ = self.weighting.build(np.asarray(self.static_weights, dtype=np.float32),
-                                               **build_kwargs).to(self.device)
+                                               task_kinds=list(self.task_kinds)).to(self.device)
         # Per-fit loss scales (buffers): saved, pickled and moved like the weighting state.
         self.loss_normalization_ = LossNormalization(
             len(self.static_weights), self.loss_normalization).to(self.device)

@@ -5,9 +5,8 @@ import numbers
 import torch
 from torch import nn
 
-from .._modules import TaskParallelLinear, make_activation
 from ._base import Architecture
-from ._utils import broadcast, check_int, check_sizes
+from ._utils import ParallelMLP, broadcast, check_int, check_sizes
 
 
 class CrossStitch(Architecture):
@@ -71,15 +70,10 @@ class CrossStitchModule(nn.Module):
                  init_self=0.9):
         super().__init__()
         self.n_tasks = n_tasks
-        n_in = n_features
-        blocks = []
-        for width in hidden_layer_sizes:
-            block = [TaskParallelLinear(n_in, n_tasks, width), make_activation(activation)]
-            if dropout:
-                block.append(nn.Dropout(dropout))
-            blocks.append(nn.Sequential(*block))
-            n_in = width
-        self.blocks = nn.ModuleList(blocks)
+        towers = ParallelMLP(n_features, n_tasks, hidden_layer_sizes, activation, dropout)
+        # The towers' blocks, applied one at a time so a cross-stitch unit sits between them.
+        self.blocks = towers.blocks
+        n_in = towers.out_features
         self.alphas = nn.ParameterList(
             nn.Parameter(initial_alpha(n_tasks, init_self)) for _ in hidden_layer_sizes
         )

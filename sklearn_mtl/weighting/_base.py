@@ -100,10 +100,12 @@ class Weighting(BaseEstimator):
     #: True when after_step() needs the batch's losses after the optimiser step.
     needs_losses_after_step = False
 
-    def build(self, static_weights):
+    def build(self, static_weights, task_kinds=None):
         """Return a fresh :class:`WeightingState` for one fit.
 
         ``static_weights`` is a float array (T,) from the estimator's
         ``loss_weights``. Strategies that admit a prior use it as one.
+        ``task_kinds`` lists each task's kind ('regression', 'binary',
+        'multiclass'), for strategies whose rule depends on it (uncertainty).
         """
         raise NotImplementedError

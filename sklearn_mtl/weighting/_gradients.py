@@ -392,20 +392,25 @@ def _inject(a, coef, G, J, T, head_params, head_grads, representation, shared_pa
         # ones are then corrected to sum_t c_t g_t.
         inject.append(_combine_rows(a, J).to(representation.dtype))
         targets.append(representation)
-        diff = coef - a.to(coef.dtype)
-        if mode == "representation":
-            deltas = torch.autograd.grad(
-                representation, shared_params,
-                grad_outputs=_combine_rows(diff, J).to(representation.dtype),
-                retain_graph=True, allow_unused=True,
-            )
-            deltas = [torch.zeros_like(p) if d is None else d
-                      for d, p in zip(deltas, shared_params, strict=True)]
-        else:
-            deltas = _flat_to_params(diff @ G, shared_params)
+        deltas = _shared_corrections(coef - a.to(coef.dtype), G, J, representation,
+                                     shared_params, mode)
         inject.extend(d.to(p.dtype) for d, p in zip(deltas, shared_params, strict=True))
         targets.extend(shared_params)
     return _InjectGradients.apply(inject, *targets)
+
+
+def _shared_corrections(diff, G, J, representation, shared_params, mode):
+    """Per-parameter ``sum_t diff_t g_t``: what turns the shared parameters' gradient
+    from the heads' weighting into the strategy's combination."""
+    if mode != "representation":
+        return _flat_to_params(diff @ G, shared_params)
+    deltas = torch.autograd.grad(
+        representation, shared_params,
+        grad_outputs=_combine_rows(diff, J).to(representation.dtype),
+        retain_graph=True, allow_unused=True,
+    )
+    return [torch.zeros_like(p) if d is None else d
+            for d, p in zip(deltas, shared_params, strict=True)]
 
 
 def combine_with_gradients(state, losses, present, representation, shared_params,
@@ -466,16 +471,7 @@ def combine_with_gradients(state, losses, present, representation, shared_params
     (a,) = torch.autograd.grad(total, losses, retain_graph=True, allow_unused=True)
     if a is None:
         a = torch.zeros_like(coef)
-    diff = coef - a.detach().to(coef.dtype)
-    if mode == "representation":
-        deltas = torch.autograd.grad(
-            representation, shared_params,
-            grad_outputs=_combine_rows(diff, J).to(representation.dtype),
-            retain_graph=True, allow_unused=True,
-        )
-        deltas = [torch.zeros_like(p) if d is None else d
-                  for d, p in zip(deltas, shared_params, strict=True)]
-    else:
-        deltas = _flat_to_params(diff @ G, shared_params)
+    deltas = _shared_corrections(coef - a.detach().to(coef.dtype), G, J, representation,
+                                 shared_params, mode)
     inject = [d.to(p.dtype) for d, p in zip(deltas, shared_params, strict=True)]
     return total + _InjectGradients.apply(inject, *shared_params)
