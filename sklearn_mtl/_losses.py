@@ -113,9 +113,15 @@ class MultiTaskLoss(nn.Module):
         inverse = [0] * self.n_tasks
         for j, t in enumerate(order):
             inverse[t] = j
+        # A group of consecutive tasks reads strided views (no copy); others gather.
+        self._views = []
         for j, (fn, idx) in enumerate(self.groups):
             self.register_buffer(f"_task_idx_{j}", torch.tensor(idx), persistent=False)
             self.register_buffer(f"_col_idx_{j}", torch.tensor(idx) * stride, persistent=False)
+            consecutive = idx == list(range(idx[0], idx[-1] + 1))
+            self._views.append(
+                (slice(idx[0] * stride, idx[-1] * stride + 1, stride), slice(idx[0], idx[-1] + 1))
+                if consecutive else None)
         self.register_buffer("_inverse", torch.tensor(inverse), persistent=False)
         self._identity_order = order == list(range(self.n_tasks))
 
@@ -124,6 +130,10 @@ class MultiTaskLoss(nn.Module):
         their task losses come from :meth:`_reduced_losses`."""
         parts = []
         for j, (fn, _) in enumerate(self.groups):
+            views = self._views[j]
+            if views is not None:
+                parts.append(fn(y_pred[:, views[0]], labels[:, views[1]]))
+                continue
             cols = getattr(self, f"_col_idx_{j}")
             tidx = getattr(self, f"_task_idx_{j}")
             parts.append(fn(y_pred.index_select(1, cols), labels.index_select(1, tidx)))

@@ -141,4 +141,8 @@ def test_unseen_label_in_score(data):
     Y2 = Y.copy()
     Y2.loc[0, "flag"] = "maybe"
     # Scoring against a label the model never saw is simply wrong, not an error.
-    assert model.score_tasks(X, Y2)["flag"] <= 1.0
+    predicted = model.predict(X)["flag"].to_numpy()
+    expected = np.mean(predicted == Y2["flag"].to_numpy())
+    assert model.score_tasks(X, Y2)["flag"] == pytest.approx(expected)
+    assert model.score_tasks(X, Y2)["flag"] < model.score_tasks(X, Y)["flag"] or \
+        predicted[0] != Y.loc[0, "flag"]
