@@ -146,6 +146,13 @@ class MultiTaskModule(nn.Module):
             self.representation_ = representation
         return self.heads(representation)
 
+    def __getstate__(self):
+        # The kept representation belongs to one training step's graph: copies and
+        # pickles leave it out.
+        state = super().__getstate__()
+        state["representation_"] = None
+        return state
+
     def penalty(self):
         penalty = getattr(self.trunk, "penalty", None)
         return penalty() if penalty is not None else None

@@ -20,6 +20,7 @@ scheduler, gradient clipping...) skorch's own loop runs unchanged.
 """
 
 import contextlib
+import copy
 import inspect
 import warnings
 from collections.abc import Mapping
@@ -40,6 +41,14 @@ from .weighting._gradients import (
 from .weighting._normalization import LossNormalization
 
 PRECISIONS = ("float32", "bf16")
+OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+}
+# Rows per inference forward pass.
+PREDICT_BATCH_SIZE = 8192
 
 # Rows gathered per shuffle chunk: the batches of one chunk are then plain slices
 # of it. Bounded so that the shuffle never holds a second copy of a large X.
@@ -73,6 +82,16 @@ class TensorTable(Dataset):
 
 def _is_cuda(device):
     return device is not None and torch.device(device).type == "cuda"
+
+
+def data_device(X_t, y_t, device):
+    """Where a fit's data live: on the GPU for the whole fit when they fit comfortably,
+    otherwise on the host, copied batch by batch."""
+    if not _is_cuda(device):
+        return "cpu"
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    needed = X_t.numel() * X_t.element_size() + y_t.numel() * y_t.element_size()
+    return device if needed < 0.5 * free else "cpu"
 
 
 class BatchIterator:
@@ -221,9 +240,48 @@ class _TaskSums:
         return out
 
 
+class TrainingDivergedError(ValueError, FloatingPointError):
+    """Training produced a non-finite loss; ``epoch`` and ``tasks`` say where."""
+
+    def __init__(self, message, epoch, tasks):
+        super().__init__(message)
+        self.epoch, self.tasks = epoch, tasks
+
+
+def _divergence(net, sums, means):
+    """A TrainingDivergedError when this epoch's losses are not finite, else None.
+
+    Read from the epoch's running sums (already on the host): no per-batch check.
+    """
+    bad, where = [], None
+    for prefix in ("train", "valid"):
+        if prefix not in means:
+            continue
+        present = sums[f"{prefix}_den"] > 0
+        broken = present & ~np.isfinite(means[prefix])
+        if broken.any():
+            bad = [name for name, b in zip(net.task_names, broken) if b]
+            where = prefix
+            break
+    if not bad:
+        loss = net.history[-1].get("train_loss")
+        if loss is None or np.isfinite(loss):
+            return None
+        bad, where = list(net.task_names), "train"  # e.g. a penalty term went non-finite
+    epoch = len(net.history)
+    names = ", ".join(repr(n) for n in bad)
+    kind = "training" if where == "train" else "validation"
+    return TrainingDivergedError(
+        f"Training diverged at epoch {epoch}: the {kind} loss of task(s) {names} is not "
+        f"finite (NaN or inf). Try a smaller lr (now {net.lr!r}), standardised inputs, "
+        "loss_normalization='running_mean', or another optimizer; with early_stopping=True "
+        "the best finite epoch is kept.", epoch, bad)
+
+
 class TaskLossLogger(Callback):
     """Writes ``train_loss_<task>``, ``valid_loss_<task>`` and ``weight_<task>`` to the
-    history at the end of each epoch and tells the weighting strategy the epoch's losses."""
+    history at the end of each epoch, tells the weighting strategy the epoch's losses,
+    and stops the fit with :class:`TrainingDivergedError` when a loss is not finite."""
 
     def on_epoch_begin(self, net, **kwargs):
         net.reset_task_sums()
@@ -239,6 +297,9 @@ class TaskLossLogger(Callback):
             means[prefix] = mean
             for name, value in zip(net.task_names, mean):
                 net.history.record(f"{prefix}_loss_{name}", float(value))
+        diverged = _divergence(net, sums, means)
+        if diverged is not None:
+            raise diverged
         if "weight_sum" in sums and sums["steps"] > 0:
             weights = sums["weight_sum"] / sums["steps"]
             for name, value in zip(net.task_names, weights):
@@ -347,7 +408,54 @@ class MultiTaskNet(NeuralNet):
     def __getstate__(self):
         state = super().__getstate__()
         state.pop("_compiled", None)
+        state.pop("_inference", None)
         return state
+
+    # ------------------------------------------------------------------
+    # Inference
+
+    def _inference_module(self, dtype):
+        """A copy of ``module_`` in eval mode and in ``dtype``, made once per trained
+        state (the tensors' version counters tell when the weights changed in place)."""
+        state = list(self.module_.parameters()) + list(self.module_.buffers())
+        key = (id(self.module_), dtype, tuple(t._version for t in state))
+        cached = self.__dict__.get("_inference")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        module = copy.deepcopy(self.module_)
+        module.keep_representation = False
+        module.eval().to(dtype)
+        self.__dict__["_inference"] = (key, module)
+        return module
+
+    def raw_outputs(self, X):
+        """The packed network outputs for float32 rows ``X`` (numpy), as a float64
+        numpy array (n, width).
+
+        Inference runs in float64: float32 kernels choose their blocking by batch
+        size (AVX-512 CPUs in particular), so float32 outputs differ by ~1e-7
+        relative with the number of rows predicted at once; in float64 by ~1e-16.
+        A module that cannot run in float64 is run in float32.
+        """
+        X_t = torch.from_numpy(X)
+        rows = X_t[:1] if X_t.shape[0] == 0 else X_t  # an empty X: one row, for the shape
+        dtype = torch.float32 if self.__dict__.get("_float32_inference") else torch.float64
+        try:
+            out = self._forward_rows(rows, dtype)
+        except RuntimeError:
+            if dtype is torch.float32:
+                raise
+            self.__dict__["_float32_inference"] = True  # e.g. a float32 constant in forward
+            out = self._forward_rows(rows, torch.float32)
+        return out[:X_t.shape[0]].numpy()
+
+    def _forward_rows(self, rows, dtype):
+        module = self._inference_module(dtype)
+        with torch.no_grad():
+            parts = [module(rows[i:i + PREDICT_BATCH_SIZE].to(self.device, dtype))
+                     .to("cpu", torch.float64)
+                     for i in range(0, rows.shape[0], PREDICT_BATCH_SIZE)]
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     # ------------------------------------------------------------------
     # Per-task loss sums

@@ -15,19 +15,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 from sklearn.preprocessing import LabelEncoder, StandardScaler
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import type_of_target
 
-KINDS = ("regression", "binary", "multiclass")
-_KIND_ALIASES = {"classification": None}  # None: binary or multiclass from the labels
+#: Loss names per task kind; the first is the kind's default.
 LOSSES_BY_KIND = {
     "regression": ("mse", "mae", "huber", "poisson"),
     "binary": ("bce", "hinge", "cross_entropy"),
     "multiclass": ("cross_entropy", "hinge"),
 }
-DEFAULT_LOSS = {"regression": "mse", "binary": "bce", "multiclass": "cross_entropy"}
-ALL_LOSSES = ("mse", "mae", "huber", "poisson", "bce", "cross_entropy", "hinge")
+KINDS = tuple(LOSSES_BY_KIND)
+#: Kinds a user may declare in ``tasks=``: 'classification' is binary or multiclass
+#: from the labels.
+DECLARABLE_KINDS = KINDS + ("classification",)
+DEFAULT_LOSS = {kind: losses[0] for kind, losses in LOSSES_BY_KIND.items()}
+ALL_LOSSES = tuple(dict.fromkeys(name for names in LOSSES_BY_KIND.values() for name in names))
 # Integer-valued targets are multiclass under scikit-learn's rules; past this many
 # distinct values we take a numeric column for a quantity instead.
 _MANY_CLASSES = 20
@@ -37,7 +41,7 @@ _MANY_CLASSES = 20
 class Task:
     """One target column: its kind, loss and fitted encoder."""
 
-    name: str
+    name: object  # the user's column label (str, int, tuple, ...)
     kind: str
     loss: object = None
     encoder: object = field(default=None, repr=False)  # LabelEncoder or StandardScaler
@@ -58,10 +62,6 @@ class Task:
             return len(self.encoder.classes_)
         return 1
 
-    @property
-    def loss_name(self):
-        return self.loss if isinstance(self.loss, str) else None
-
 
 # ---------------------------------------------------------------------------
 # Reading the user's Y
@@ -73,6 +73,7 @@ class TargetFormat:
 
     container: str  # "frame", "dict", "array" or "vector"
     names: list
+    columns: object = None  # a DataFrame Y's column Index (labels, MultiIndex), kept as given
 
 
 def _column_values(column):
@@ -95,12 +96,43 @@ def _column_values(column):
     return values, values.dtype
 
 
+def find_task(key, names):
+    """The task of ``names`` that ``key`` designates, or None.
+
+    A key is a task's own label (a DataFrame column label: str, int, tuple, ...)
+    or, failing that, the ``str`` of exactly one task's label, so that
+    ``set_params(loss_weights__0=2)`` reaches the task of column ``0``.
+    """
+    for name in names:
+        if type(name) is type(key) and name == key:
+            return name
+    for name in names:
+        if name == key and not isinstance(name, (bool, np.bool_)):
+            return name
+    if isinstance(key, str):
+        matches = [name for name in names if str(name) == key]
+        if len(matches) == 1:
+            return matches[0]
+    return None
+
+
+def _duplicates(names):
+    seen, repeated = [], []
+    for name in names:
+        if name in seen and name not in repeated:
+            repeated.append(name)
+        seen.append(name)
+    return repeated
+
+
 def read_targets(Y, task_names=None):
     """Split Y into named 1-D columns.
 
     Returns ``(names, columns, dtypes, format)``. ``task_names`` (a list) names
-    the columns of an array, or selects columns of a DataFrame / dict.
+    the columns of an array, or selects columns of a DataFrame / dict. Names
+    are the user's own labels (a DataFrame's column labels, a dict's keys).
     """
+    columns_index = None
     if isinstance(Y, pd.Series):
         Y = Y.to_frame(name=Y.name if Y.name is not None else "task_0")
         container = "vector"
@@ -112,20 +144,26 @@ def read_targets(Y, task_names=None):
         container = None
 
     if container in ("frame", "vector"):
-        names = [str(c) for c in Y.columns]
-        if len(set(names)) != len(names):
-            raise ValueError("Y has duplicate column names; each task needs its own name.")
-        raw = {str(c): Y[c] for c in Y.columns}
+        names = list(Y.columns)
+        repeated = _duplicates(names)
+        if repeated:
+            raise ValueError(
+                f"Y has duplicate column names {repeated!r}; each task needs its own name "
+                "(rename the columns).")
+        columns_index = Y.columns
+        raw = {i: Y.iloc[:, i] for i in range(len(names))}
     elif container == "dict":
-        names = [str(k) for k in Y]
-        raw = {str(k): v for k, v in Y.items()}
-        for name, col in raw.items():
+        names = list(Y)
+        raw = dict(enumerate(Y.values()))
+        for i, (name, col) in enumerate(Y.items()):
             if np.ndim(col) != 1:
                 raise ValueError(
-                    f"Y['{name}'] has shape {np.shape(col)}; each task of a dict Y must be 1-D "
-                    "(one value per row)."
-                )
+                    f"Y[{name!r}] has shape {np.shape(col)}; each task of a dict Y must be 1-D "
+                    "(one value per row).")
     else:
+        if sparse.issparse(Y):
+            raise TypeError("Y must be dense (a DataFrame, a dict of 1-D arrays or an array); "
+                            "got a sparse matrix. Convert it with .toarray().")
         try:
             arr = np.asarray(Y)
         except Exception as exc:  # ragged lists and the like
@@ -133,6 +171,10 @@ def read_targets(Y, task_names=None):
                 "Y must be a pandas DataFrame, a dict of 1-D arrays or a 1-D/2-D array; "
                 f"got {type(Y).__name__} that numpy cannot read as an array ({exc})."
             ) from None
+        if arr.dtype == object and arr.ndim == 1 and len(arr) and all(
+                np.ndim(v) > 0 for v in arr):
+            raise ValueError("Y is ragged (rows of different lengths); give one value per row "
+                             "and task.")
         if arr.ndim == 1:
             container = "vector"
             arr = arr.reshape(-1, 1)
@@ -142,31 +184,42 @@ def read_targets(Y, task_names=None):
             raise ValueError(f"Y must be 1-D or 2-D; got an array of shape {arr.shape}.")
         if task_names is not None and len(task_names) != arr.shape[1]:
             raise ValueError(
-                f"tasks names {len(task_names)} task(s) {list(task_names)} but Y has "
-                f"{arr.shape[1]} column(s); give one name per column."
-            )
-        names = [str(n) for n in task_names] if task_names is not None else [
-            f"task_{j}" for j in range(arr.shape[1])
-        ]
-        raw = {name: arr[:, j] for j, name in enumerate(names)}
+                f"tasks names {len(task_names)} task(s) {list(task_names)!r} but Y has "
+                f"{arr.shape[1]} column(s); give one name per column.")
+        names = list(task_names) if task_names is not None else [
+            f"task_{j}" for j in range(arr.shape[1])]
+        repeated = _duplicates(names)
+        if repeated:
+            raise ValueError(f"tasks has duplicate names {repeated!r}; name each column once.")
+        raw = {j: arr[:, j] for j in range(arr.shape[1])}
         task_names = None  # already applied
 
+    positions = dict(zip(range(len(names)), names))
     if task_names is not None:
-        unknown = [str(t) for t in task_names if str(t) not in raw]
-        if unknown:
-            raise ValueError(
-                f"tasks names {unknown} that are not columns of Y; Y has columns {names}."
-            )
-        names = [str(t) for t in task_names]
+        chosen = []
+        for key in task_names:
+            name = find_task(key, names)
+            if name is None:
+                raise ValueError(
+                    f"tasks names {key!r}, which is not a column of Y; Y has columns "
+                    f"{names!r}.")
+            chosen.append(names.index(name))
+        repeated = _duplicates(chosen)
+        if repeated:
+            raise ValueError(f"tasks names a column more than once: {task_names!r}.")
+        positions = {i: names[i] for i in chosen}
 
-    if not names:
+    if not positions:
         raise ValueError("Y has no columns: give at least one task (one column per task).")
     columns, dtypes = [], []
-    for name in names:
-        values, dtype = _column_values(raw[name])
+    for i in positions:
+        values, dtype = _column_values(raw[i])
         columns.append(values)
         dtypes.append(dtype)
-    return names, columns, dtypes, TargetFormat(container, names)
+    names = list(positions.values())
+    if columns_index is not None and len(names) != len(columns_index):
+        columns_index = pd.Index(names, tupleize_cols=isinstance(columns_index, pd.MultiIndex))
+    return names, columns, dtypes, TargetFormat(container, names, columns_index)
 
 
 def missing_mask(values):
@@ -182,10 +235,10 @@ def infer_kind(name, observed):
     the column is of integer dtype).
     """
     try:
-        target_type = type_of_target(observed, input_name=f"Y['{name}']")
+        target_type = type_of_target(observed, input_name=f"Y[{name!r}]")
     except ValueError as exc:
         raise ValueError(
-            f"Cannot tell what kind of task '{name}' is: {exc}. Pass tasks={{'{name}': "
+            f"Cannot tell what kind of task {name!r} is: {exc}. Pass tasks={{{name!r}: "
             "'regression' | 'binary' | 'multiclass'}."
         ) from None
     if target_type in ("continuous",):
@@ -199,9 +252,9 @@ def infer_kind(name, observed):
             # (grams, days, counts); scikit-learn's rule alone would make them classes.
             if np.issubdtype(observed.dtype, np.integer):
                 warnings.warn(
-                    f"Task '{name}' has {len(np.unique(observed))} distinct integer values and "
+                    f"Task {name!r} has {len(np.unique(observed))} distinct integer values and "
                     f"is treated as regression. If they are class codes, pass "
-                    f"tasks={{'{name}': 'multiclass'}}.",
+                    f"tasks={{{name!r}: 'multiclass'}}.",
                     UserWarning,
                     stacklevel=4,
                 )
@@ -209,7 +262,7 @@ def infer_kind(name, observed):
         return "multiclass"
     # "Unknown label type" is the phrase scikit-learn's classifiers use for this error.
     raise ValueError(
-        f"Unknown label type for task '{name}': its targets are of type '{target_type}'; each "
+        f"Unknown label type for task {name!r}: its targets are of type '{target_type}'; each "
         "task must be one column of numbers (regression) or labels (classification)."
     )
 
@@ -224,7 +277,7 @@ def _observed_for_classes(name, values, mask, dtype):
         types = {type(v) for v in observed}
         if len(types) > 1 and not all(issubclass(t, numbers.Number) for t in types):
             raise ValueError(
-                f"Task '{name}' mixes label types {sorted(t.__name__ for t in types)}; use one "
+                f"Task {name!r} mixes label types {sorted(t.__name__ for t in types)}; use one "
                 "type for all labels of a task (e.g. all strings)."
             )
         if types and all(issubclass(t, numbers.Real) and not issubclass(t, (bool, np.bool_))
@@ -233,6 +286,17 @@ def _observed_for_classes(name, values, mask, dtype):
             # numeric labels: read them as such rather than as an unknown type.
             observed = np.asarray(observed.tolist())
     return observed
+
+
+def observed_targets(task, values):
+    """``(observed, targets)``: where ``values`` (a user column) has a label, and the
+    labels there, read as ``fit`` reads them (labels of the fitted type for a
+    classification task -- never cut to the fitted labels' width -- floats for
+    a regression task)."""
+    observed = ~missing_mask(values)
+    if task.is_classifier:
+        return observed, _observed_for_classes(task.name, values, ~observed, task.dtype)
+    return observed, np.asarray(values[observed], dtype=float)
 
 
 def fit_tasks(names, columns, dtypes, kinds, losses, sample_weight=None, classes=None):
@@ -254,9 +318,9 @@ def fit_tasks(names, columns, dtypes, kinds, losses, sample_weight=None, classes
         loss = task.loss
         if isinstance(loss, str) and loss not in LOSSES_BY_KIND[task.kind]:
             raise ValueError(
-                f"losses['{name}']={loss!r} does not fit task '{name}', which is {task.kind}; "
+                f"losses[{name!r}]={loss!r} does not fit task {name!r}, which is {task.kind}; "
                 f"use one of {list(LOSSES_BY_KIND[task.kind])}, or declare the task's kind in "
-                f"tasks={{'{name}': ...}}."
+                f"tasks={{{name!r}: ...}}."
             )
         tasks.append(task)
     return tasks
@@ -267,7 +331,7 @@ def _fit_task(name, values, dtype, kind, losses, sample_weight=None, classes=Non
     mask = missing_mask(values)
     if mask.all():
         raise ValueError(
-            f"Task '{name}' has no observed label (all values are missing); drop the column "
+            f"Task {name!r} has no observed label (all values are missing); drop the column "
             "or provide labels."
         )
     if classes is not None:
@@ -277,7 +341,7 @@ def _fit_task(name, values, dtype, kind, losses, sample_weight=None, classes=Non
         inferred = infer_kind(name, observed)
         if kind == "classification" and inferred == "regression":
             raise ValueError(
-                f"Unknown label type: task '{name}' is declared classification but its labels are "
+                f"Unknown label type: task {name!r} is declared classification but its labels are "
                 "continuous numbers; declare it 'regression' or pass class labels."
             )
         kind = inferred
@@ -287,18 +351,18 @@ def _fit_task(name, values, dtype, kind, losses, sample_weight=None, classes=Non
             observed = observed.astype(float)
         except (TypeError, ValueError):
             raise ValueError(
-                f"Task '{name}' is a regression task but has non-numeric values such as "
+                f"Task {name!r} is a regression task but has non-numeric values such as "
                 f"{observed[:3].tolist()}; declare it 'binary'/'multiclass' or fix the column."
             ) from None
         if not np.isfinite(observed).all():
             raise ValueError(
-                f"Task '{name}' has infinite target values; use NaN for a missing label."
+                f"Task {name!r} has infinite target values; use NaN for a missing label."
             )
         loss = losses.get(name, DEFAULT_LOSS[kind])
         if loss == "poisson":
             if (observed < 0).any():
                 raise ValueError(
-                    f"Task '{name}' uses the poisson loss but has negative targets; poisson "
+                    f"Task {name!r} uses the poisson loss but has negative targets; poisson "
                     "needs counts or rates >= 0."
                 )
             # Scale only: a Poisson target must stay non-negative.
@@ -316,13 +380,13 @@ def _fit_task(name, values, dtype, kind, losses, sample_weight=None, classes=Non
         encoder.fit(observed)
     except TypeError:
         raise ValueError(
-            f"Task '{name}' has labels that cannot be sorted (mixed types?); use one label "
+            f"Task {name!r} has labels that cannot be sorted (mixed types?); use one label "
             "type per task."
         ) from None
     n_classes = len(encoder.classes_)
     if n_classes < 2:
         raise ValueError(
-            f"Task '{name}' has only one class ({encoder.classes_[0]!r}) among its observed "
+            f"Task {name!r} has only one class ({encoder.classes_[0]!r}) among its observed "
             "labels; a classification task needs at least two. Drop the task or check its "
             "labels."
         )
@@ -333,7 +397,7 @@ def _classification_task(name, kind, losses, encoder, dtype):
     n_classes = len(encoder.classes_)
     if kind == "binary" and n_classes > 2:
         raise ValueError(
-            f"Task '{name}' is declared binary but has {n_classes} classes; declare it "
+            f"Task {name!r} is declared binary but has {n_classes} classes; declare it "
             "'multiclass'."
         )
     if kind in (None, "classification", "multiclass"):
@@ -348,13 +412,13 @@ def _fit_task_with_classes(name, values, dtype, kind, losses, mask, classes):
     """A classification task whose labels are given up front (partial_fit's ``classes``)."""
     if kind == "regression":
         raise ValueError(
-            f"classes are given for task '{name}', which is a regression task; classes apply "
+            f"classes are given for task {name!r}, which is a regression task; classes apply "
             "to classification tasks only."
         )
     classes = np.asarray(classes)
     if classes.ndim != 1 or len(np.unique(classes)) < 2:
         raise ValueError(
-            f"classes for task '{name}' must be a 1-D array of at least two labels; got "
+            f"classes for task {name!r} must be a 1-D array of at least two labels; got "
             f"{classes!r}."
         )
     encoder = LabelEncoder().fit(classes)
@@ -362,7 +426,7 @@ def _fit_task_with_classes(name, values, dtype, kind, losses, mask, classes):
     unseen = ~np.isin(observed, encoder.classes_)
     if unseen.any():
         raise ValueError(
-            f"Task '{name}' has labels {np.unique(observed[unseen])[:5].tolist()} that are not "
+            f"Task {name!r} has labels {np.unique(observed[unseen])[:5].tolist()} that are not "
             f"in classes={encoder.classes_.tolist()}."
         )
     return _classification_task(name, kind, losses, encoder, encoder.classes_.dtype)
@@ -384,7 +448,7 @@ def encode_targets(tasks, columns, sample_weight=None, class_weight=None):
             unseen = ~np.isin(observed, task.encoder.classes_)
             if unseen.any():
                 raise ValueError(
-                    f"Task '{task.name}' has labels {np.unique(observed[unseen])[:5].tolist()} not "
+                    f"Task {task.name!r} has labels {np.unique(observed[unseen])[:5].tolist()} not "
                     f"seen in fit (classes: {task.encoder.classes_.tolist()})."
                 )
             codes = task.encoder.transform(observed)
@@ -420,12 +484,20 @@ def class_weight_vectors(tasks, columns, class_weight, sample_weight=None):
             )
         spec = {name: "balanced" for name in classifiers}
     elif isinstance(class_weight, dict):
-        keys = [str(k) for k in class_weight]
-        if len(classifiers) == 1 and not set(keys) & set(by_name):
+        names = [t.name for t in tasks]
+        if len(classifiers) == 1 and not any(find_task(k, names) is not None
+                                             for k in class_weight):
             # scikit-learn's single-output form {label: weight}: keys are labels, not tasks.
             spec = {classifiers[0]: class_weight}
         else:
-            spec = {str(k): v for k, v in class_weight.items()}
+            spec = {}
+            for key, value in class_weight.items():
+                name = find_task(key, names)
+                if name is None:
+                    raise ValueError(
+                        f"class_weight names task {key!r} that is not in Y; tasks are "
+                        f"{names!r}.")
+                spec[name] = value
     elif isinstance(class_weight, (list, tuple)):
         # scikit-learn's multi-output form: one entry per output (task), in order.
         if len(class_weight) != len(tasks):
@@ -444,12 +516,12 @@ def class_weight_vectors(tasks, columns, class_weight, sample_weight=None):
     for name, cw in spec.items():
         if name not in by_name:
             raise ValueError(
-                f"class_weight names task '{name}' that is not in Y; tasks are {list(by_name)}."
+                f"class_weight names task {name!r} that is not in Y; tasks are {list(by_name)}."
             )
         task, values = by_name[name]
         if not task.is_classifier:
             raise ValueError(
-                f"class_weight names task '{name}', which is a regression task; class weights "
+                f"class_weight names task {name!r}, which is a regression task; class weights "
                 "apply to classification tasks only."
             )
         mask = missing_mask(values)
@@ -458,12 +530,12 @@ def class_weight_vectors(tasks, columns, class_weight, sample_weight=None):
             unknown = [k for k in cw if k not in set(task.encoder.classes_.tolist())]
             if unknown:
                 raise ValueError(
-                    f"class_weight['{name}'] names classes {unknown} that task '{name}' does not "
+                    f"class_weight[{name!r}] names classes {unknown} that task {name!r} does not "
                     f"have (classes: {task.encoder.classes_.tolist()})."
                 )
         elif cw != "balanced":
             raise ValueError(
-                f"class_weight['{name}'] must be 'balanced' or a dict label -> weight; got {cw!r}."
+                f"class_weight[{name!r}] must be 'balanced' or a dict label -> weight; got {cw!r}."
             )
         weights = None if sample_weight is None else np.asarray(sample_weight, float)[~mask]
         if cw == "balanced" and weights is not None and not weights.sum() > 0:

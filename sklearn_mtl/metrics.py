@@ -22,7 +22,6 @@ on the estimator alone or at the end of a Pipeline, and take
 ``set_score_request(sample_weight=True)`` under metadata routing.
 """
 
-from inspect import signature
 
 import numpy as np
 import pandas as pd
@@ -35,13 +34,13 @@ from sklearn.metrics import get_scorer
 from sklearn.metrics._scorer import _BaseScorer
 from sklearn.pipeline import Pipeline
 
-from ._tasks import fit_tasks, missing_mask, read_targets
+from ._scoring import DEFAULT_METRICS, default_metric, target_columns, task_score
+from ._task_params import resolve_task_params
+from ._tasks import find_task, fit_tasks, read_targets
+from ._validation import as_sizes
 
 __all__ = ["make_mean_task_scorer", "make_task_scorer", "make_task_scorers"]
 
-#: Metrics used when none is named: those of the estimators' ``score``.
-DEFAULT_METRICS = {"regression": "r2", "classification": "accuracy"}
-_KIND_KEYS = ("regression", "classification", "binary", "multiclass")
 
 
 def _default_score(y_true, y_pred, *, sample_weight=None):
@@ -86,14 +85,16 @@ def _fitted_multitask(estimator):
 
 
 def _task_name(model, task):
+    """The task a scorer names: a task label first, else a position among the tasks."""
     names = model.task_names_
-    if isinstance(task, (int, np.integer)) and not isinstance(task, bool):
+    name = find_task(task, names)
+    if name is not None:
+        return name
+    if isinstance(task, (int, np.integer)) and not isinstance(task, (bool, np.bool_)):
         if not -len(names) <= task < len(names):
-            raise ValueError(f"Task position {task} is out of range for the tasks {names}.")
+            raise ValueError(f"Task position {task} is out of range for the tasks {names!r}.")
         return names[task]
-    if str(task) not in names:
-        raise ValueError(f"Unknown task {task!r}; the estimator's tasks are {names}.")
-    return str(task)
+    raise ValueError(f"Unknown task {task!r}; the estimator's tasks are {names!r}.")
 
 
 def _select(output, name, names):
@@ -199,9 +200,8 @@ class _TaskScorer(_BaseScorer):
         name = _task_name(model, self.task)
         task = next(t for t in model.tasks_ if t.name == name)
         if self.metric is None:
-            func, sign, options, method = _resolve_metric(
-                DEFAULT_METRICS["classification" if task.is_classifier else "regression"],
-                True, None, self._kwargs)
+            func, sign, options, method = _resolve_metric(default_metric(task), True, None,
+                                                          self._kwargs)
         else:
             func, sign, options, method = (self._score_func, self._sign, self._kwargs,
                                            self._response_method)
@@ -210,46 +210,10 @@ class _TaskScorer(_BaseScorer):
                 f"Task '{name}' is a regression task; a metric on predicted probabilities "
                 f"({_metric_name(self.metric)}) does not apply to it."
             )
-        truth = model._scoring_columns(y_true)[name]
+        truth = target_columns(model, y_true)[name]
         method, output = _response(estimator, method, X)
         predicted = _select(output, name, model.task_names_)
-        return sign * _apply(func, task, truth, predicted, method, {**options, **kwargs})
-
-
-def _apply(func, task, truth, predicted, method, options):
-    """The metric on the rows where the task has a label (NaN when there is none)."""
-    observed = ~missing_mask(truth)
-    options = dict(options)
-    weights = options.pop("sample_weight", None)
-    if weights is not None:
-        weights = np.asarray(weights, dtype=float)[observed]
-        options["sample_weight"] = weights
-    if not observed.any() or (weights is not None and not weights.sum() > 0):
-        return float("nan")
-    y_true, y_pred = truth[observed], predicted[observed]
-    if task.is_classifier:
-        classes = task.classes_
-        y_true = np.asarray(y_true).astype(classes.dtype)
-        parameters = signature(func).parameters
-        if method == "predict_proba":
-            if y_pred.ndim == 2 and y_pred.shape[1] == 2:
-                # Binary: the positive class's column, as scikit-learn's scorers do.
-                pos_label = options.get("pos_label", classes[1])
-                if pos_label not in list(classes):
-                    raise ValueError(f"pos_label={pos_label!r} is not a class of task "
-                                     f"'{task.name}' (classes: {classes.tolist()}).")
-                y_pred = y_pred[:, list(classes).index(pos_label)]
-                if "pos_label" in options and "pos_label" not in parameters:
-                    # A metric without pos_label (roc_auc_score) takes the greater label as
-                    # positive: hand it the chosen class as 1, the others as 0.
-                    y_true = (y_true == options.pop("pos_label")).astype(int)
-                    classes = np.array([0, 1])
-            if "labels" in parameters and "labels" not in options:
-                # A fold may lack a class; the model still knows all of them.
-                options["labels"] = classes
-    else:
-        y_true = np.asarray(y_true, dtype=float)
-    return float(func(y_true, y_pred, **options))
+        return sign * task_score(func, task, truth, predicted, method, {**options, **kwargs})
 
 
 def make_task_scorer(task, metric=None, *, greater_is_better=True, response_method=None,
@@ -311,11 +275,10 @@ def _tasks_and_kinds(estimator, y):
         )
     task_names = list(model.tasks) if isinstance(model.tasks, (list, tuple)) else None
     names, columns, dtypes, _ = read_targets(y, task_names)
-    kinds, _, _ = model._check_params(names)
-    tasks = fit_tasks(names, columns, dtypes, kinds, {})
-    aux = model.auxiliary_tasks
-    aux = {str(a) for a in ([aux] if isinstance(aux, str) else (aux or []))}
-    return [(t.name, t.kind) for t in tasks if t.name not in aux]
+    params = resolve_task_params(model, names, len(as_sizes("hidden_layer_sizes",
+                                                            model.hidden_layer_sizes)))
+    tasks = fit_tasks(names, columns, dtypes, params.kinds, {})
+    return [(t.name, t.kind) for t in tasks if t.name not in params.auxiliary]
 
 
 def _metrics_for(name, kind, metrics):

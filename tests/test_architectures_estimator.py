@@ -98,7 +98,7 @@ def test_head_inputs_cycles_and_unknown_names_raise():
     with pytest.raises(ValueError, match="cycle: value reads flag reads value"):
         MultiTaskRegressorClassifier(head_inputs={"value": ["flag"], "flag": ["value"]},
                                      max_epochs=1).fit(X, Y)
-    with pytest.raises(ValueError, match=r"head_inputs\['value'\] names unknown task 'x'"):
+    with pytest.raises(ValueError, match=r"head_inputs\['value'\] names unknown task\(s\) \['x'\]"):
         MultiTaskRegressorClassifier(head_inputs={"value": ["x"]}, max_epochs=1).fit(X, Y)
 
 
@@ -157,10 +157,12 @@ def test_custom_cnn_trunk_through_a_pipeline():
 
 def test_custom_module_errors():
     X, Y = make_mixed(n=40)
-    with pytest.raises(ValueError, match="failed on a float32 batch of shape \\(2, 6\\)"):
+    with pytest.raises(ValueError, match="module SmallCNN failed on a float32 batch of shape \\(3, 6\\)"):
         MultiTaskRegressorClassifier(module=SmallCNN, max_epochs=1).fit(X, Y)
-    with pytest.raises(TypeError, match="module must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match="The 'module' parameter .* Got 'cnn' instead"):
         MultiTaskRegressorClassifier(module="cnn", max_epochs=1).fit(X, Y)
+    with pytest.raises(TypeError, match="module must be a torch.nn.Module instance or class"):
+        MultiTaskRegressorClassifier(module=torch.optim.SGD, max_epochs=1).fit(X, Y)
     with pytest.raises(ValueError, match="either module= .* or architecture="):
         MultiTaskRegressorClassifier(module=SmallCNN(), architecture="mmoe", max_epochs=1).fit(X, Y)
 

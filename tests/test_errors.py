@@ -127,11 +127,13 @@ def test_unfitted_predict():
 
 def test_bad_scalar_params(data):
     X, Y = data
-    with pytest.raises(ValueError, match="max_epochs must be a positive integer"):
+    with pytest.raises(ValueError, match=r"The 'max_epochs' parameter of "
+                       r"MultiTaskRegressorClassifier must be an int in the range \[1, inf\)\. "
+                       "Got 0 instead."):
         MultiTaskRegressorClassifier(max_epochs=0).fit(X, Y)
-    with pytest.raises(ValueError, match="activation='swish' is not supported"):
+    with pytest.raises(ValueError, match="The 'activation' parameter .* Got 'swish' instead"):
         fit(X, Y, activation="swish")
-    with pytest.raises(ValueError, match="optimizer='lbfgs2' is not known"):
+    with pytest.raises(ValueError, match="The 'optimizer' parameter .* Got 'lbfgs2' instead"):
         fit(X, Y, optimizer="lbfgs2")
 
 

@@ -72,7 +72,7 @@ def test_loss_normalization_is_validated_in_fit():
     X, Y = make_mixed(n=40)
     for bad in ("mean", None, 1, ["initial"]):
         model = MultiTaskRegressorClassifier(loss_normalization=bad, **SMALL)
-        with pytest.raises(ValueError, match="loss_normalization must be one of"):
+        with pytest.raises(ValueError, match="The 'loss_normalization' parameter of MultiTaskRegressorClassifier must be a str among"):
             model.fit(X, Y)
 
 

@@ -1,0 +1,261 @@
+"""Building the network and the skorch net of one fit from the estimator's parameters.
+
+The estimator's parameters are validated already (``_parameter_constraints``)
+and its task-keyed parameters resolved into a
+:class:`~sklearn_mtl._task_params.TaskParams`; this module turns them into
+torch modules, trial-runs what the user supplied (a trunk ``module=``, loss
+callables) so that a mistake there is reported with its name before training
+starts, and assembles the :class:`~sklearn_mtl._net.MultiTaskNet`.
+"""
+
+import copy
+
+import numpy as np
+import torch
+from skorch.callbacks import EarlyStopping, ProgressBar
+
+from ._losses import MultiTaskLoss
+from ._modules import MultiTaskModule, TaskHeads
+from ._net import OPTIMIZERS, PREDICT_BATCH_SIZE, BatchIterator, MultiTaskNet
+from ._task_graph import GraphHeads, LayerOutputsTrunk, dependency_order
+from ._validation import as_sizes
+from .architectures import HardSharing, resolve_architecture
+from .weighting import resolve_weighting
+
+# Optimisers with a fused CPU/CUDA kernel: one kernel for all parameters instead
+# of several small ones per tensor.
+_FUSABLE = (torch.optim.Adam, torch.optim.AdamW)
+# Rows of the trial runs of user code.
+_TRIAL_ROWS = 3
+_TRIAL_LOSS_ROWS = 64
+_TARGETS = {"regression": "standardised values", "binary": "0/1 floats",
+            "multiclass": "int64 class codes"}
+
+
+def _silent(*args, **kwargs):
+    return None
+
+
+def _module_name(module):
+    return type(module).__name__
+
+
+def user_trunk(module, X):
+    """A private copy of the user's trunk (instance or class), trial-run on a few rows of X."""
+    if isinstance(module, torch.nn.Module):
+        trunk = copy.deepcopy(module)  # the user's instance is never trained in place
+    elif not (isinstance(module, type) and issubclass(module, torch.nn.Module)):
+        raise TypeError(f"module must be a torch.nn.Module instance or class mapping X to a "
+                        f"representation; got {module!r}.")
+    else:
+        try:
+            trunk = module()
+        except Exception as exc:
+            raise TypeError(f"module={module.__name__} could not be built without arguments "
+                            f"({exc}); pass an instance instead.") from None
+    sample = torch.from_numpy(X[:_TRIAL_ROWS])
+    was_training = trunk.training
+    try:
+        with torch.no_grad():
+            trunk.eval()
+            out = trunk(sample)
+    except Exception as exc:  # the user's module rejected our input: say what it got
+        raise ValueError(
+            f"module {_module_name(trunk)} failed on a float32 batch of shape "
+            f"{tuple(sample.shape)}: {type(exc).__name__}: {exc}. It must map "
+            "(batch, n_features) to (batch, D).") from None
+    finally:
+        trunk.train(was_training)
+    per_task = bool(getattr(trunk, "per_task", False))
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if not isinstance(out, torch.Tensor) or out.dim() != (3 if per_task else 2):
+        raise ValueError(
+            f"module {_module_name(trunk)} returned {shape} for a batch of shape "
+            f"{tuple(sample.shape)}; it must return one tensor (batch, D) (flatten feature "
+            "maps first).")
+    if out.shape[0] != sample.shape[0]:
+        raise ValueError(
+            f"module {_module_name(trunk)} returned {out.shape[0]} row(s) for a batch of "
+            f"{sample.shape[0]}; it must return one row per input row (batch, D).")
+    if not out.is_floating_point():
+        raise ValueError(f"module {_module_name(trunk)} returned a {out.dtype} tensor; it "
+                         "must return floating-point features.")
+    trunk.out_features = int(out.shape[-1])
+    trunk.per_task = per_task
+    return trunk
+
+
+def build_module(estimator, params, n_outputs, X):
+    """The MultiTaskModule (representation module + task heads) of one fit."""
+    names = params.names
+    head_sizes = as_sizes("head_hidden_sizes", estimator.head_hidden_sizes)
+    trunk_sizes = as_sizes("hidden_layer_sizes", estimator.hidden_layer_sizes)
+    architecture = resolve_architecture(estimator.architecture)
+    depths = [params.depths.get(n, len(trunk_sizes)) - 1 for n in names] \
+        if params.depths else None
+    if estimator.module is not None:
+        if not isinstance(architecture, HardSharing):
+            raise ValueError("Pass either module= (your own trunk) or architecture=, not both: "
+                             "the architecture builds the trunk that module= replaces.")
+        if depths is not None:
+            raise ValueError("task_depth needs the built-in MLP trunk; it cannot reach inside "
+                             "a custom module.")
+        trunk = user_trunk(estimator.module, X)
+    elif depths is not None:
+        if not isinstance(architecture, HardSharing):
+            raise ValueError(
+                f"task_depth works with architecture='hard' only (got "
+                f"{type(architecture).__name__}): other architectures have no single stack "
+                "of shared layers.")
+        trunk = LayerOutputsTrunk(X.shape[1], trunk_sizes, estimator.activation,
+                                  estimator.dropout)
+    else:
+        trunk = architecture.build(X.shape[1], len(names), trunk_sizes, estimator.activation,
+                                   estimator.dropout)
+    if params.head_inputs or depths is not None:
+        order, sources = dependency_order(names, params.head_inputs)
+        widths = ([trunk_sizes[d] for d in depths] if depths is not None
+                  else [trunk.out_features] * len(names))
+        heads = GraphHeads(widths, n_outputs, head_sizes, estimator.activation,
+                           estimator.dropout, order, sources, depths)
+    else:
+        heads = TaskHeads(trunk.out_features, n_outputs, head_sizes, estimator.activation,
+                          estimator.dropout)
+    return MultiTaskModule(trunk, heads)
+
+
+def _callbacks(estimator):
+    callbacks = [copy.deepcopy(cb) for cb in (estimator.callbacks or [])]
+    if estimator.early_stopping:
+        callbacks.append(("early_stopping", EarlyStopping(
+            monitor="valid_loss", patience=estimator.patience, threshold=estimator.tol,
+            threshold_mode="rel", load_best=True,
+            sink=print if estimator.verbose else _silent)))
+    if estimator.verbose >= 2:
+        callbacks.append(("progress_bar", ProgressBar()))
+    return callbacks
+
+
+def _optimizer(estimator):
+    optimizer = estimator.optimizer
+    optimizer = OPTIMIZERS[optimizer] if isinstance(optimizer, str) else optimizer
+    if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
+        raise TypeError(f"optimizer must be a name ({sorted(OPTIMIZERS)}) or a "
+                        f"torch.optim.Optimizer class (not an instance); got {optimizer!r}.")
+    kwargs = dict(estimator.optimizer_kwargs or {})
+    if issubclass(optimizer, _FUSABLE) and "foreach" not in kwargs:
+        kwargs.setdefault("fused", True)
+    groups = {}
+    if estimator.alpha != 0 or "weight_decay" in kwargs:
+        # The bias group (no weight decay) only when there is decay to exempt them
+        # from: one group is one fused optimizer call per step, not two.
+        groups["optimizer__param_groups"] = [("*bias", {"weight_decay": 0.0})]
+    return optimizer, {**groups, **{f"optimizer__{k}": v for k, v in kwargs.items()}}
+
+
+def build_net(estimator, tasks, params, X, device, seeds):
+    """The skorch net of one fit (not initialised)."""
+    n_outputs = [t.n_outputs for t in tasks]
+    weighting = copy.deepcopy(resolve_weighting(estimator.weighting))
+    if params.depths and weighting.needs_grads is not None:
+        raise ValueError(
+            "task_depth cannot be combined with a gradient-based weighting: tasks read "
+            "different layers, so there is no one shared representation to combine their "
+            "gradients on. Use a loss-based weighting (e.g. 'static', 'uncertainty').")
+    module = build_module(estimator, params, n_outputs, X)
+    criterion = MultiTaskLoss([t.kind for t in tasks], [t.loss for t in tasks], n_outputs,
+                              module.heads.max_out)
+    optimizer, optimizer_params = _optimizer(estimator)
+    return MultiTaskNet(
+        module=module,
+        criterion=criterion,
+        optimizer=optimizer,
+        lr=estimator.lr,
+        max_epochs=estimator.max_epochs,
+        batch_size=estimator.batch_size,
+        iterator_train=BatchIterator,
+        iterator_train__shuffle=True,
+        iterator_train__seed=int(seeds[2]),
+        iterator_train__device=device,
+        iterator_valid=BatchIterator,
+        iterator_valid__batch_size=max(PREDICT_BATCH_SIZE, estimator.batch_size),
+        iterator_valid__device=device,
+        callbacks=_callbacks(estimator),
+        device=device,
+        verbose=int(bool(estimator.verbose)),
+        # Silent fits skip skorch's epoch table: it is formatted even when not
+        # printed (~1.5 ms per epoch, a few % of an epoch at large batches).
+        **({} if estimator.verbose else {"callbacks__print_log": None}),
+        weighting=weighting,
+        static_weights=params.weights,
+        task_names=[t.name for t in tasks],
+        task_kinds=[t.kind for t in tasks],
+        loss_normalization=estimator.loss_normalization,
+        precision=estimator.precision,
+        compile=bool(estimator.compile),
+        # L2 on weights only (not biases), as weight decay, like scikit-learn's alpha.
+        optimizer__weight_decay=estimator.alpha,
+        **optimizer_params,
+    )
+
+
+def initialize(net, estimator):
+    """``net.initialize()``, reporting optimizer arguments the optimizer rejects by name."""
+    try:
+        net.initialize()
+    except (TypeError, ValueError) as exc:
+        if getattr(net, "module_", None) is None or hasattr(net, "optimizer_"):
+            raise
+        raise ValueError(
+            f"optimizer={estimator.optimizer!r} rejected its arguments "
+            f"(optimizer_kwargs={estimator.optimizer_kwargs!r}, lr={estimator.lr!r}, "
+            f"alpha={estimator.alpha!r}): {exc}") from None
+    return net
+
+
+def trial_losses(net, tasks, X, targets):
+    """Call each task's user-supplied loss once on the untrained network's outputs for
+    some of the task's labelled rows, so that a loss that fails, returns the wrong
+    shape or a non-finite value is reported with its task's name before training."""
+    T = len(tasks)
+    stride = net.module_.heads.max_out
+    user_fns = {t: (fn, elementwise) for t, _, fn, elementwise in net.criterion_.others
+                if not isinstance(tasks[t].loss, str)}
+    for t, (fn, elementwise) in user_fns.items():
+        task = tasks[t]
+        rows = torch.from_numpy(np.flatnonzero(targets[:, T + t] > 0)[:_TRIAL_LOSS_ROWS])
+        if not len(rows):
+            continue
+        with torch.no_grad():
+            net.module_.eval()
+            try:
+                out = net.module_(torch.from_numpy(X)[rows].to(net.device)).float()
+            finally:
+                net.module_.train()
+        pred = out[:, t * stride:t * stride + task.n_outputs]
+        target = torch.from_numpy(targets[rows.numpy(), t]).to(net.device)
+        target = target.long() if task.kind == "multiclass" else target.unsqueeze(1)
+        try:
+            value = fn(pred, target)
+        except Exception as exc:
+            raise ValueError(
+                f"losses[{task.name!r}] failed when called as loss(y_pred, y_true) with "
+                f"y_pred of shape {tuple(pred.shape)} and y_true of shape "
+                f"{tuple(target.shape)} ({_TARGETS[task.kind]}): {type(exc).__name__}: {exc}"
+            ) from None
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"losses[{task.name!r}] returned {type(value).__name__}; it must "
+                             "return a torch tensor.")
+        if not elementwise and value.numel() != 1:
+            raise ValueError(
+                f"losses[{task.name!r}] returned a tensor of shape {tuple(value.shape)}; a "
+                "loss callable must return the mean loss over the rows it is given (a "
+                "scalar). For per-row losses pass a torch loss module with a 'reduction' "
+                "attribute.")
+        if elementwise and (value.dim() == 0 or value.shape[0] != pred.shape[0]):
+            raise ValueError(f"losses[{task.name!r}] with reduction='none' returned shape "
+                             f"{tuple(value.shape)} for {pred.shape[0]} rows.")
+        if not torch.isfinite(value).all():
+            raise ValueError(f"losses[{task.name!r}] returned a non-finite value "
+                             f"({value.flatten()[:3].tolist()}) on the untrained network's "
+                             "outputs; check the loss function.")

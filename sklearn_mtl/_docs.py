@@ -1,0 +1,180 @@
+"""Shared docstring sections of the estimators (numpydoc), so that ``help()`` on each
+public class lists every parameter and attribute."""
+
+PARAMETERS = """\
+    Parameters
+    ----------
+    tasks : None, list of str, or dict task -> kind, default=None
+        None: every column of Y is a task, its kind inferred by scikit-learn's
+        target-type rules (continuous -> 'regression'; two labels -> 'binary';
+        more -> 'multiclass'). A list names the columns of an array Y (or
+        selects columns of a DataFrame / dict). A dict overrides the kind of
+        the named tasks ('regression', 'binary', 'multiclass' or
+        'classification').
+    losses : None or dict task -> loss, default=None
+        Per-task loss. Names: 'mse', 'mae', 'huber', 'poisson' (regression),
+        'bce', 'hinge' (binary), 'cross_entropy', 'hinge' (multiclass). A torch
+        loss module with a ``reduction`` attribute gets per-row weights and
+        masking; any other callable ``loss(y_pred, y_true)`` is called on the
+        observed rows and must return the mean. Defaults: 'mse', 'bce',
+        'cross_entropy'.
+    loss_weights : None or dict task -> float, default=None
+        Non-negative weight of each task's loss; tasks not named get 1.0. Kept
+        as passed; ``set_params(loss_weights__<task>=w)`` sets one entry.
+    weighting : str or Weighting, default='static'
+        How the task losses are combined: 'static' (the weighted sum),
+        'uncertainty', 'dwa', 'rlw', 'famo', 'validation_trend',
+        'alternating', or a gradient method ('gradnorm', 'mgda', 'mgda_ub',
+        'pcgrad', 'cagrad', 'imtl', 'upgrad'); or an instance from
+        :mod:`sklearn_mtl.weighting` with its own hyperparameters (searchable
+        as ``weighting__<param>``).
+    loss_normalization : {'none', 'initial', 'running_mean'}, default='none'
+        Divide each task's training loss by its first observed loss or by a
+        running mean of it (momentum 0.9) before weighting, so that losses on
+        different scales start equal. Validation losses are reported raw.
+    architecture : str or Architecture, default='hard'
+        How the tasks share layers below their heads: 'hard' (one trunk),
+        'soft', 'cross_stitch', 'mmoe', 'ple', or an instance from
+        :mod:`sklearn_mtl.architectures`.
+    module : torch.nn.Module instance or class, default=None
+        Your own trunk mapping X (batch, n_features) to a representation
+        (batch, D), e.g. a CNN; replaces the architecture. An instance is
+        copied, never trained in place.
+    auxiliary_tasks : list of str, default=None
+        Columns of Y that are trained (they shape the shared layers) but not
+        predicted, scored or needed at predict time.
+    head_inputs : dict task -> list of tasks, default=None
+        Heads that also read other heads' raw outputs (logits or standardised
+        values), trained end to end; cycles are rejected.
+    task_depth : dict task -> int, default=None
+        Supervise a task at shared layer k (1-based) instead of the last one
+        (hard sharing only; not with gradient-based weighting).
+    hidden_layer_sizes : tuple of int, default=(64, 64)
+        Widths of the shared layers.
+    head_hidden_sizes : tuple of int, default=(20,)
+        Widths of each task head's hidden layers (before its output layer).
+    activation : str, default='relu'
+        Activation of the hidden layers.
+    dropout : float, default=0.0
+        Dropout after each hidden layer.
+    alpha : float, default=0.0
+        L2 penalty (weight decay) on the weights, not the biases.
+    optimizer : str or torch.optim.Optimizer class, default='adam'
+        'adam', 'adamw', 'sgd', 'rmsprop' or an optimizer class.
+    optimizer_kwargs : dict, default=None
+        Extra arguments of the optimizer (e.g. ``{'momentum': 0.9}``).
+    lr : float, default=1e-3
+        Learning rate.
+    batch_size : int, default=64
+        Rows per training step.
+    max_epochs : int, default=100
+        Passes over the training data.
+    early_stopping : bool, default=False
+        Stop when the validation loss has not improved by ``tol`` (relative)
+        for ``patience`` epochs, and restore the best weights.
+    validation_fraction : float or None, default=None
+        Fraction of the rows held out for validation losses. None: 0.1 with
+        early stopping, else no validation.
+    patience : int, default=10
+        Epochs without improvement before early stopping.
+    tol : float, default=1e-4
+        Relative improvement that counts for early stopping.
+    class_weight : None, 'balanced' or dict task -> ('balanced' or dict label -> weight)
+        Per-class weights of classification tasks' losses ('balanced' counts
+        classes weighted by ``sample_weight``). scikit-learn's forms work too:
+        a dict label -> weight when there is one classification task, a list
+        with one entry per task (None for none).
+    warm_start : bool, default=False
+        ``fit`` trains the fitted network ``max_epochs`` more epochs (with the
+        current ``lr`` and ``loss_weights``) instead of starting over.
+        ``partial_fit`` always continues, one epoch per call.
+    random_state : int, RandomState or None, default=None
+        Seeds initialisation, shuffling, dropout and the validation split.
+        The same value gives the same model on CPU. The global torch RNG is
+        left as it was.
+    device : str, default='cpu'
+        'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when available). On CUDA the
+        training data stay on the GPU for the whole fit when they fit.
+    precision : {'float32', 'bf16'}, default='float32'
+        'bf16' runs the forward pass under bfloat16 autocast (for GPUs with
+        bfloat16 support); losses stay float32.
+    compile : bool, default=False
+        Train through ``torch.compile``. Off by default: it did not pay off
+        on CPU in our benchmarks.
+    verbose : int, default=0
+        0: silent; 1: skorch's per-epoch table; 2: also a progress bar.
+    callbacks : list of skorch callbacks, default=None
+        Extra callbacks (copied, never mutated).
+"""
+
+ATTRIBUTES = """\
+    Attributes
+    ----------
+    net_ : skorch.NeuralNet
+        The trained network; ``net_.history`` holds per-epoch losses, with
+        ``train_loss_<task>`` and ``valid_loss_<task>`` per task.
+    tasks_ : list of Task
+        Each task's kind, loss and fitted encoder.
+    task_names_ : list of str
+    classes_ : ndarray, list or dict
+        Class labels of the classification tasks, in the form of y: an array
+        for a 1-D y (one task), a list with one entry per column for a 2-D
+        array y (None for a regression task, scikit-learn's multi-output
+        form), a dict task -> array for a DataFrame or dict y.
+        ``predict_proba`` answers in the same form; ``predict`` answers in
+        y's own container (DataFrame in, DataFrame out).
+    n_features_in_, feature_names_in_ : as in scikit-learn.
+"""
+
+MIXED = """\
+One shared network, one head per task: regression and classification tasks mixed.
+
+    A shared MLP trunk (``hidden_layer_sizes``) feeds one small head per task
+    (``head_hidden_sizes``, then the task's output layer). The training loss
+    is ``sum_t w_t * L_t`` with ``w_t`` from ``loss_weights`` (default 1),
+    where ``L_t`` is task t's mean loss over the rows where it has a label.
+    Training runs on skorch and PyTorch; the fitted skorch net is ``net_``.
+
+"""
+
+MIXED_NOTES = """
+    Notes
+    -----
+    This estimator is neither a classifier nor a regressor to scikit-learn
+    (``is_classifier`` is False): cross-validation uses plain K-fold, since
+    stratifying on several columns is not defined. ``score`` is the mean over
+    tasks of R² (regression) and accuracy (classification); for other metrics
+    and per-task scores in searches see :mod:`sklearn_mtl.metrics`.
+"""
+
+REGRESSOR = """\
+Multi-task network whose tasks are all regression.
+
+    Takes what ``MLPRegressor`` takes (a 1-D y, or a numeric 2-D Y with one
+    task per column) and named tasks (DataFrame, dict); missing labels are
+    masked per task. ``score`` is the uniform average of the per-task R²
+    (scikit-learn's ``r2_score`` default), each over its observed labels.
+    There is no ``predict_proba`` or ``classes_``; ``partial_fit`` takes no
+    ``classes``.
+
+"""
+
+CLASSIFIER = """\
+Multi-task network whose tasks are all classification.
+
+    With a 1-D y it is an ordinary scikit-learn classifier: ``classes_`` is an
+    array, ``predict_proba`` an (n_samples, n_classes) array. With a 2-D
+    array Y (one task per column) it follows scikit-learn's multi-output
+    convention (as ``RandomForestClassifier``): ``classes_`` and
+    ``predict_proba`` are lists with one entry per column. With named tasks
+    (DataFrame or dict y) both are dicts task -> array. ``class_weight`` also
+    takes scikit-learn's forms: a dict label -> weight for a single task, or a
+    list of them, one per column. ``score`` is the mean over tasks of the
+    accuracy, each over its observed labels.
+
+    As a classifier it gets stratified folds from ``cv=<int>`` when y is one
+    column. When y has missing labels, pass the splitter yourself (e.g.
+    ``cv=KFold(5, shuffle=True)``): scikit-learn inspects y's labels to
+    choose the folds and fails on NaN among them.
+
+"""
