@@ -161,8 +161,16 @@ def test_custom_module_errors():
         MultiTaskRegressorClassifier(module=SmallCNN, max_epochs=1).fit(X, Y)
     with pytest.raises(TypeError, match="The 'module' parameter .* Got 'cnn' instead"):
         MultiTaskRegressorClassifier(module="cnn", max_epochs=1).fit(X, Y)
+
+    class LooksLikeAModule:  # has the methods, is no torch module
+        def forward(self, x):
+            return x
+
+        def parameters(self):
+            return []
+
     with pytest.raises(TypeError, match="module must be a torch.nn.Module instance or class"):
-        MultiTaskRegressorClassifier(module=torch.optim.SGD, max_epochs=1).fit(X, Y)
+        MultiTaskRegressorClassifier(module=LooksLikeAModule(), max_epochs=1).fit(X, Y)
     with pytest.raises(ValueError, match="either module= .* or architecture="):
         MultiTaskRegressorClassifier(module=SmallCNN(), architecture="mmoe", max_epochs=1).fit(X, Y)
 
