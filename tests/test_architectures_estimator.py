@@ -180,8 +180,15 @@ def test_architecture_instance_and_grid_parameter():
 
     X, Y = make_mixed(n=90)
     base = MultiTaskRegressorClassifier(architecture=MMoE(n_experts=2), **TINY)
-    search = GridSearchCV(base, {"architecture__n_experts": [1, 3]}, cv=KFold(2)).fit(X, Y)
-    assert search.best_estimator_.architecture.n_experts in (1, 3)
+    def built_experts(estimator, X, y):
+        # A score read off the network each candidate built: the winner is known (3)
+        # only if the grid's value reached the module, not just the parameter.
+        return float(estimator.net_.module_.trunk.n_experts)
+
+    search = GridSearchCV(base, {"architecture__n_experts": [1, 3]}, cv=KFold(2),
+                          scoring=built_experts).fit(X, Y)
+    np.testing.assert_array_equal(search.cv_results_["mean_test_score"], [1.0, 3.0])
+    assert search.best_params_ == {"architecture__n_experts": 3}
     assert base.architecture.n_experts == 2
     gates = search.best_estimator_.net_.module_.trunk.gates(
         torch.from_numpy(X[:5].astype(np.float32)))

@@ -134,10 +134,20 @@ def test_early_stopping_restores_best_weights():
                                          lr=0.05, random_state=0).fit(X, Y)
     history = model.net_.history
     assert len(history) < 200
-    best = int(np.argmin(history[:, "valid_loss"]))
+    stopper = dict(model.net_.callbacks_)["early_stopping"]
+    best = stopper.best_epoch_ - 1  # skorch numbers epochs from 1
     assert len(history) - 1 - best == 3  # stopped `patience` epochs after the best
-    # The restored weights give the best epoch's validation loss, not the last one's.
-    assert history[best, "valid_loss"] < history[-1, "valid_loss"] or best == len(history) - 1
+    # The restored weights give the best epoch's validation loss, recomputed here on
+    # the validation rows, not the last epoch's.
+    valid = model.net_.train_split.keywords["valid_ds"]
+    rows = valid.rows
+    net = model.net_
+    net.module_.eval()
+    with torch.no_grad():
+        losses, _ = net.criterion_(net.module_(valid.X[rows]), valid.y[rows])
+    recomputed = float((net.weighting_.static_weights * losses).sum())
+    assert recomputed == pytest.approx(history[best, "valid_loss"], rel=1e-5)
+    assert recomputed != pytest.approx(history[-1, "valid_loss"], rel=1e-5)
 
 
 def test_set_params_nested_loss_weights_does_not_mutate():
