@@ -12,7 +12,7 @@ import copy
 
 import numpy as np
 import torch
-from skorch.callbacks import EarlyStopping, ProgressBar
+from skorch.callbacks import Callback, EarlyStopping, ProgressBar
 
 from ._losses import MultiTaskLoss
 from ._modules import MultiTaskModule, TaskHeads
@@ -54,18 +54,26 @@ def user_trunk(module, X):
             raise TypeError(f"module={module.__name__} could not be built without arguments "
                             f"({exc}); pass an instance instead.") from None
     sample = torch.from_numpy(X[:_TRIAL_ROWS])
-    was_training = trunk.training
-    try:
-        with torch.no_grad():
-            trunk.eval()
-            out = trunk(sample)
-    except Exception as exc:  # the user's module rejected our input: say what it got
-        raise ValueError(
-            f"module {_module_name(trunk)} failed on a float32 batch of shape "
-            f"{tuple(sample.shape)}: {type(exc).__name__}: {exc}. It must map "
-            "(batch, n_features) to (batch, D).") from None
-    finally:
-        trunk.train(was_training)
+    # In training mode too (dropout, batch norm behave differently there), on a copy
+    # and in a forked RNG: the trial changes neither the trunk nor the random stream.
+    trial = copy.deepcopy(trunk)
+    for training in (False, True):
+        try:
+            with torch.no_grad(), torch.random.fork_rng():
+                out = trial.train(training)(sample)
+        except Exception as exc:  # the user's module rejected our input: say what it got
+            raise ValueError(
+                f"module {_module_name(trunk)} failed in {'training' if training else 'eval'} "
+                f"mode on a float32 batch of shape {tuple(sample.shape)}: "
+                f"{type(exc).__name__}: {exc}. It must map (batch, n_features) to (batch, D)."
+            ) from None
+        _check_trunk_output(trunk, out, sample)
+    trunk.out_features = int(out.shape[-1])
+    trunk.per_task = bool(getattr(trunk, "per_task", False))
+    return trunk
+
+
+def _check_trunk_output(trunk, out, sample):
     per_task = bool(getattr(trunk, "per_task", False))
     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if not isinstance(out, torch.Tensor) or out.dim() != (3 if per_task else 2):
@@ -80,9 +88,6 @@ def user_trunk(module, X):
     if not out.is_floating_point():
         raise ValueError(f"module {_module_name(trunk)} returned a {out.dtype} tensor; it "
                          "must return floating-point features.")
-    trunk.out_features = int(out.shape[-1])
-    trunk.per_task = per_task
-    return trunk
 
 
 def build_module(estimator, params, n_outputs, X):
@@ -125,6 +130,11 @@ def build_module(estimator, params, n_outputs, X):
 
 
 def _callbacks(estimator):
+    for cb in estimator.callbacks or []:
+        named = isinstance(cb, tuple) and len(cb) == 2 and isinstance(cb[0], str)
+        if not isinstance(cb[1] if named else cb, Callback):
+            raise TypeError(f"callbacks must hold skorch callbacks (instances of "
+                            f"skorch.callbacks.Callback, or (name, callback) pairs); got {cb!r}.")
     callbacks = [copy.deepcopy(cb) for cb in (estimator.callbacks or [])]
     if estimator.early_stopping:
         callbacks.append(("early_stopping", EarlyStopping(

@@ -44,6 +44,18 @@ _DICT_PARAMS = ("loss_weights", "losses")
 __all__ = ["MultiTaskClassifier", "MultiTaskRegressor", "MultiTaskRegressorClassifier"]
 
 
+def _sample_weight(sample_weight, X):
+    """scikit-learn's sample-weight checks, with a message that names sample_weight."""
+    try:
+        return _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+    except (TypeError, ValueError) as exc:
+        message = str(exc)
+        if "sample_weight" in message:
+            raise
+        raise ValueError(f"sample_weight must be non-negative numbers, one per row of X: "
+                         f"{message}") from None
+
+
 class _MultiTaskBase(BaseEstimator):
     """Shared implementation of the multi-task estimators (see the public classes)."""
 
@@ -213,8 +225,7 @@ class _MultiTaskBase(BaseEstimator):
                     f"X has {X.shape[0]} rows but Y[{name!r}] has {len(column)}; X and Y need "
                     "one row per sample.")
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64,
-                                                 ensure_non_negative=True)
+            sample_weight = _sample_weight(sample_weight, X)
         return X, names, columns, dtypes, target_format, sample_weight
 
     def _resolve_tasks(self, names, columns, dtypes, sample_weight, classes, continuing):
@@ -442,8 +453,7 @@ class _MultiTaskBase(BaseEstimator):
         pairs, _ = self._task_outputs(X)  # validates X first, as scikit-learn's score does
         predictions = {task.name: decode_predictions(task, raw) for task, raw in pairs}
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, next(iter(pairs))[1],
-                                                 dtype=np.float64)
+            sample_weight = _sample_weight(sample_weight, pairs[0][1])
         return _scoring.score_tasks(self, predictions, y, sample_weight)
 
     def score(self, X, y, sample_weight=None):

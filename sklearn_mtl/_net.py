@@ -438,7 +438,8 @@ class MultiTaskNet(NeuralNet):
         A module that cannot run in float64 is run in float32.
         """
         X_t = torch.from_numpy(X)
-        rows = X_t[:1] if X_t.shape[0] == 0 else X_t  # an empty X: one row, for the shape
+        # An empty X: one row of zeros gives the outputs' width.
+        rows = X_t.new_zeros((1,) + tuple(X_t.shape[1:])) if X_t.shape[0] == 0 else X_t
         dtype = torch.float32 if self.__dict__.get("_float32_inference") else torch.float64
         try:
             out = self._forward_rows(rows, dtype)

@@ -82,7 +82,12 @@ def task_score(func, task, truth, predicted, method="predict", options=None):
             if "labels" in parameters and "labels" not in options:
                 # A fold may lack a class; the model still knows all of them.
                 options["labels"] = classes
-    return float(func(y_true, y_pred, **options))
+    try:
+        return float(func(y_true, y_pred, **options))
+    except (TypeError, ValueError) as exc:
+        kind = "classification" if task.is_classifier else "regression"
+        raise ValueError(f"{getattr(func, '__name__', func)} cannot score task {task.name!r}, "
+                         f"a {kind} task ({task.kind}): {exc}") from None
 
 
 def score_tasks(model, predictions, y, sample_weight=None):

@@ -116,7 +116,8 @@ def _auxiliary(auxiliary_tasks, names):
     aux = _as_list(auxiliary_tasks)
     found = by_task("auxiliary_tasks", dict.fromkeys(aux), names) if aux else {}
     if len(found) == len(names):
-        raise ValueError("Every task is auxiliary: leave at least one task to predict.")
+        raise ValueError(f"auxiliary_tasks names every task {names!r}: leave at least one task "
+                         "to predict.")
     return frozenset(found)
 
 

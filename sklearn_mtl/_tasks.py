@@ -280,8 +280,10 @@ def _observed_for_classes(name, values, mask, dtype):
                 f"Task {name!r} mixes label types {sorted(t.__name__ for t in types)}; use one "
                 "type for all labels of a task (e.g. all strings)."
             )
-        if types and all(issubclass(t, numbers.Real) and not issubclass(t, (bool, np.bool_))
-                         for t in types):
+        if types and all(issubclass(t, (bool, np.bool_)) for t in types):
+            observed = observed.astype(bool)  # True/False in an object column (with None)
+        elif types and all(issubclass(t, numbers.Real) and not issubclass(t, (bool, np.bool_))
+                           for t in types):
             # Numbers in an object column (e.g. a column that also held None) are
             # numeric labels: read them as such rather than as an unknown type.
             observed = np.asarray(observed.tolist())
@@ -457,7 +459,13 @@ def encode_targets(tasks, columns, sample_weight=None, class_weight=None):
             if cw is not None:
                 weight[~mask] *= cw[codes]
         else:
-            out[~mask, t] = task.encoder.transform(observed.astype(float).reshape(-1, 1)).ravel()
+            try:
+                observed = observed.astype(float)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"Task {task.name!r} is a regression task but has non-numeric values such "
+                    f"as {observed[:3].tolist()}.") from None
+            out[~mask, t] = task.encoder.transform(observed.reshape(-1, 1)).ravel()
         out[:, T + t] = weight
     return out
 
@@ -554,6 +562,8 @@ def decode_predictions(task, output):
     if task.kind == "regression":
         if task.loss == "poisson":
             output = np.exp(output)
+        if not len(output):  # scikit-learn's scalers refuse 0 rows
+            return np.empty(0)
         return task.encoder.inverse_transform(output.reshape(-1, 1)).ravel()
     if task.kind == "binary":
         # The decision boundary is a zero logit (bce) or zero margin (hinge).

@@ -26,7 +26,14 @@ from .weighting import WEIGHTINGS, Weighting
 from .weighting._normalization import NORMALIZATIONS
 
 
-_SIZES = ["array-like", Interval(Integral, 1, None, closed="left")]
+class _Count(Interval):
+    """An interval of ints that, unlike scikit-learn's, refuses booleans."""
+
+    def is_satisfied_by(self, val):
+        return not isinstance(val, (bool, np.bool_)) and super().is_satisfied_by(val)
+
+
+_SIZES = ["array-like", _Count(Integral, 1, None, closed="left")]
 
 #: The constructor parameters of every multi-task estimator.
 PARAMETER_CONSTRAINTS = {
@@ -50,11 +57,11 @@ PARAMETER_CONSTRAINTS = {
     "optimizer": [StrOptions(set(OPTIMIZERS)), HasMethods(["step", "zero_grad"])],
     "optimizer_kwargs": [None, dict],
     "lr": [Interval(Real, 0, None, closed="neither")],
-    "batch_size": [Interval(Integral, 1, None, closed="left")],
-    "max_epochs": [Interval(Integral, 1, None, closed="left")],
+    "batch_size": [_Count(Integral, 1, None, closed="left")],
+    "max_epochs": [_Count(Integral, 1, None, closed="left")],
     "early_stopping": ["boolean"],
     "validation_fraction": [None, Interval(Real, 0, 1, closed="neither")],
-    "patience": [Interval(Integral, 1, None, closed="left")],
+    "patience": [_Count(Integral, 1, None, closed="left")],
     "tol": [Interval(Real, 0, None, closed="left")],
     "class_weight": [None, StrOptions({"balanced"}), dict, list, tuple],
     "warm_start": ["boolean"],
