@@ -8,7 +8,6 @@ training and inference to the engine (:mod:`._net`), answers in Y's form to
 :mod:`._outputs`, masked scoring to :mod:`._scoring`.
 """
 
-import contextlib
 import copy
 import dataclasses
 import warnings
@@ -17,15 +16,13 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.model_selection import train_test_split
 from sklearn.utils import ClassifierTags, check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
-from skorch.helper import predefined_split
 
 from . import _docs, _scoring
 from ._build import build_net, initialize, trial_losses
-from ._net import TensorTable, TrainingDivergedError, data_device
+from ._net import TrainingDivergedError, seeded_torch, split_tables
 from ._outputs import format_predictions, per_task
 from ._task_params import classes_by_task, resolve_task_params, static_weights
 from ._tasks import (
@@ -202,7 +199,7 @@ class _MultiTaskBase(BaseEstimator):
         targets = encode_targets(tasks, columns, sample_weight, class_weights)
         device = resolve_device(self.device)
         seeds = self._seeds(continuing)
-        with self._seeded(seeds[0], device):
+        with seeded_torch(self.random_state, seeds[0], device):
             if continuing:
                 self._update_net(params, seeds[2])
             else:
@@ -273,17 +270,6 @@ class _MultiTaskBase(BaseEstimator):
                                           ).integers(np.iinfo(np.int32).max, size=3)
         return [int(s) for s in seeds]
 
-    @contextlib.contextmanager
-    def _seeded(self, seed, device):
-        """Seed torch inside a forked RNG: reproducible initialisation and dropout, and
-        the user's global torch RNG is left as it was."""
-        seeded = self.random_state is not None
-        cuda = [torch.device(device).index or 0] if device.startswith("cuda") else []
-        with torch.random.fork_rng(devices=cuda, enabled=seeded):
-            if seeded:
-                torch.manual_seed(seed)
-            yield
-
     def _new_net(self, tasks, params, target_format, X, targets, device, seeds):
         net = build_net(self, tasks, params, X, device, seeds)
         initialize(net, self)
@@ -300,15 +286,16 @@ class _MultiTaskBase(BaseEstimator):
         # A plain attribute: skorch's set_params refuses iterator params on a live net,
         # and reads them from the instance when it builds the next iterator.
         net.iterator_train__seed = shuffle_seed
-        net.set_params(static_weights=params.weights)
-        net.weighting_.static_weights.copy_(torch.as_tensor(params.weights, dtype=torch.float32))
+        net.set_static_weights(params.weights)
         if net.lr != self.lr:
             net.set_params(lr=self.lr)  # skorch updates the live optimizer in place
 
     def _train(self, X, targets, epochs, split_seed, device, continuing):
-        train, valid = self._split(X, targets, split_seed, device)
+        fraction = self.validation_fraction
+        if fraction is None:
+            fraction = 0.1 if self.early_stopping else 0.0
         net = self.net_
-        net.set_params(train_split=predefined_split(valid) if valid is not None else None)
+        train = net.use_tables(*split_tables(X, targets, fraction, split_seed, device))
         before = copy.deepcopy(net.module_.state_dict()) if continuing else None
         try:
             net.partial_fit(train, None, epochs=epochs)
@@ -320,46 +307,16 @@ class _MultiTaskBase(BaseEstimator):
         """After a diverged fit: the best finite checkpoint (early stopping) with a
         warning, else the weights before this call (continued training) or no model,
         and the error."""
-        net = self.net_
-        stopper = dict(net.callbacks_).get("early_stopping")
-        best = getattr(stopper, "best_model_weights_", None)
-        if best is not None:
-            net.module_.load_state_dict(best)
-            net.initialize_optimizer()  # its moments hold the diverged steps
-            warnings.warn(f"{exc} The weights of epoch {stopper.best_epoch_} (the best "
-                          "validation loss) were restored.", UserWarning, stacklevel=4)
+        best_epoch = self.net_.restore(before)
+        if best_epoch is not None:
+            warnings.warn(f"{exc} The weights of epoch {best_epoch} (the best validation "
+                          "loss) were restored.", UserWarning, stacklevel=4)
             return
-        if before is not None:
-            net.module_.load_state_dict(before)
-            net.initialize_optimizer()
-        else:
+        if before is None:
             for name in ("net_", "tasks_", "task_names_", "task_params_", "target_format_",
                          "n_epochs_"):
                 self.__dict__.pop(name, None)
         raise exc
-
-    def _split(self, X, targets, seed, device):
-        """Train and validation tables, as tensors on the training device when they fit."""
-        fraction = self.validation_fraction
-        if fraction is None:
-            fraction = 0.1 if self.early_stopping else 0.0
-        # X is float32 already (validated): from_numpy shares its memory, and on the
-        # CPU .to() is a no-op, so the fit holds no second copy of X.
-        X_t, y_t = torch.from_numpy(X), torch.from_numpy(targets)
-        place = data_device(X_t, y_t, device)
-        X_t, y_t = X_t.to(place), y_t.to(place)
-        if fraction == 0:
-            return TensorTable(X_t, y_t), None
-        n_valid = int(np.ceil(fraction * X.shape[0]))
-        if n_valid >= X.shape[0]:
-            raise ValueError(
-                f"validation_fraction={fraction} leaves no rows for training with "
-                f"{X.shape[0]} samples; use a smaller fraction or early_stopping=False.")
-        idx_train, idx_valid = train_test_split(np.arange(X.shape[0]), test_size=n_valid,
-                                                random_state=seed)
-        # Row indices into the one table rather than two copies of the rows.
-        return (TensorTable(X_t, y_t, rows=torch.from_numpy(idx_train)),
-                TensorTable(X_t, y_t, rows=torch.from_numpy(idx_valid)))
 
     # ------------------------------------------------------------------
     # Prediction

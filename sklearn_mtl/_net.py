@@ -27,8 +27,10 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
+from sklearn.model_selection import train_test_split
 from skorch import NeuralNet
 from skorch.callbacks import Callback
+from skorch.helper import predefined_split
 from skorch.history import History
 from skorch.utils import to_tensor
 from torch.utils.data import Dataset
@@ -82,6 +84,40 @@ class TensorTable(Dataset):
 
 def _is_cuda(device):
     return device is not None and torch.device(device).type == "cuda"
+
+
+@contextlib.contextmanager
+def seeded_torch(random_state, seed, device):
+    """Seed torch inside a forked RNG when ``random_state`` is set: reproducible
+    initialisation and dropout, and the caller's global torch RNG is left as it was."""
+    seeded = random_state is not None
+    cuda = [torch.device(device).index or 0] if _is_cuda(device) else []
+    with torch.random.fork_rng(devices=cuda, enabled=seeded):
+        if seeded:
+            torch.manual_seed(seed)
+        yield
+
+
+def split_tables(X, targets, fraction, seed, device):
+    """Training and validation :class:`TensorTable` (None without validation) of float32
+    X and the target matrix, on the training device when they fit there."""
+    # from_numpy shares X's memory, and on the CPU .to() is a no-op: the fit holds no
+    # second copy of X.
+    X_t, y_t = torch.from_numpy(X), torch.from_numpy(targets)
+    place = data_device(X_t, y_t, device)
+    X_t, y_t = X_t.to(place), y_t.to(place)
+    if fraction == 0:
+        return TensorTable(X_t, y_t), None
+    n_valid = int(np.ceil(fraction * X.shape[0]))
+    if n_valid >= X.shape[0]:
+        raise ValueError(
+            f"validation_fraction={fraction} leaves no rows for training with "
+            f"{X.shape[0]} samples; use a smaller fraction or early_stopping=False.")
+    idx_train, idx_valid = train_test_split(np.arange(X.shape[0]), test_size=n_valid,
+                                            random_state=seed)
+    # Row indices into the one table rather than two copies of the rows.
+    return (TensorTable(X_t, y_t, rows=torch.from_numpy(idx_train)),
+            TensorTable(X_t, y_t, rows=torch.from_numpy(idx_valid)))
 
 
 def data_device(X_t, y_t, device):
@@ -410,6 +446,29 @@ class MultiTaskNet(NeuralNet):
         state.pop("_compiled", None)
         state.pop("_inference", None)
         return state
+
+    def set_static_weights(self, weights):
+        """New ``loss_weights`` for continued training."""
+        self.set_params(static_weights=weights)
+        self.weighting_.static_weights.copy_(torch.as_tensor(weights, dtype=torch.float32))
+
+    def use_tables(self, train, valid):
+        """Train on ``train`` next, validating on ``valid`` (None: no validation)."""
+        self.set_params(train_split=None if valid is None else predefined_split(valid))
+        return train
+
+    def restore(self, before):
+        """After :class:`TrainingDivergedError`: load early stopping's best weights and
+        return their epoch, else load ``before`` (a state dict, or None to leave the
+        weights) and return None. The optimizer restarts (its moments hold the
+        diverged steps)."""
+        stopper = dict(self.callbacks_).get("early_stopping")
+        best = getattr(stopper, "best_model_weights_", None)
+        state = best if best is not None else before
+        if state is not None:
+            self.module_.load_state_dict(state)
+            self.initialize_optimizer()
+        return stopper.best_epoch_ if best is not None else None
 
     # ------------------------------------------------------------------
     # Inference
