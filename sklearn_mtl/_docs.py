@@ -4,7 +4,7 @@ public class lists every parameter and attribute."""
 PARAMETERS = """\
     Parameters
     ----------
-    tasks : None, list of str, or dict task -> kind, default=None
+    tasks : None, list, or dict task -> kind, default=None
         None: every column of Y is a task, its kind inferred by scikit-learn's
         target-type rules (continuous -> 'regression'; two labels -> 'binary';
         more -> 'multiclass'). A list names the columns of an array Y (or
@@ -71,8 +71,11 @@ PARAMETERS = """\
         Passes over the training data.
     early_stopping : bool, default=False
         Stop when the validation loss has not improved by ``tol`` (relative)
-        for ``patience`` epochs, and restore the best weights.
-    validation_fraction : float or None, default=None
+        for ``patience`` epochs, and restore the best weights. A training
+        loss that turns non-finite stops any fit with ``TrainingDivergedError``
+        (a ``ValueError``); with early stopping the best finite epoch's
+        weights are restored instead, with a warning.
+    validation_fraction : float in (0, 1) or None, default=None
         Fraction of the rows held out for validation losses. None: 0.1 with
         early stopping, else no validation.
     patience : int, default=10
@@ -92,9 +95,11 @@ PARAMETERS = """\
         Seeds initialisation, shuffling, dropout and the validation split.
         The same value gives the same model on CPU. The global torch RNG is
         left as it was.
-    device : str, default='cpu'
+    device : str or torch.device, default='cpu'
         'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when available). On CUDA the
         training data stay on the GPU for the whole fit when they fit.
+        Inference runs in float64 on a copy of the network, so that a row's
+        prediction does not depend on how many rows are predicted with it.
     precision : {'float32', 'bf16'}, default='float32'
         'bf16' runs the forward pass under bfloat16 autocast (for GPUs with
         bfloat16 support); losses stay float32.
@@ -104,7 +109,14 @@ PARAMETERS = """\
     verbose : int, default=0
         0: silent; 1: skorch's per-epoch table; 2: also a progress bar.
     callbacks : list of skorch callbacks, default=None
-        Extra callbacks (copied, never mutated).
+        Extra callbacks (instances or ``(name, callback)`` pairs; copied,
+        never mutated).
+
+    Task-keyed parameters (``tasks``, ``losses``, ``loss_weights``,
+    ``auxiliary_tasks``, ``head_inputs``, ``task_depth``, ``class_weight``)
+    name tasks by Y's own column labels (str, int, tuple, ...); a string
+    key also reaches the one task whose label prints as it, so that
+    ``set_params(loss_weights__0=2)`` reaches column ``0``.
 """
 
 ATTRIBUTES = """\
