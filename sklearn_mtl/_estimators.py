@@ -22,6 +22,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from . import _docs, _scoring
 from ._build import build_net, initialize, trial_losses
+from ._history import TrainingHistoryMixin
 from ._net import TrainingDivergedError, seeded_torch, split_tables
 from ._outputs import format_predictions, per_task
 from ._task_params import classes_by_task, resolve_task_params, static_weights
@@ -53,7 +54,7 @@ def _sample_weight(sample_weight, X):
                          f"{message}") from None
 
 
-class _MultiTaskBase(BaseEstimator):
+class _MultiTaskBase(TrainingHistoryMixin, BaseEstimator):
     """Shared implementation of the multi-task estimators (see the public classes)."""
 
     #: Kinds a subclass accepts (None: any).

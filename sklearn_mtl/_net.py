@@ -17,6 +17,26 @@ synchronisation, no per-batch callback dispatch, and the batch rows of the
 history are written once per epoch, with the same keys and values skorch
 writes. With a per-batch callback (a progress bar, a batch-level LR
 scheduler, gradient clipping...) skorch's own loop runs unchanged.
+
+Step hooks: a callback that needs the network at some training steps only
+(e.g. :class:`sklearn_mtl.callbacks.TaskAffinity`) defines an integer
+attribute ``every`` and one or both of
+
+* ``on_step(net, batch, step)``: before the training step, with the
+  parameters the step starts from;
+* ``on_step_end(net, batch, step, loss)``: after the optimizer step, with
+  the batch's (device) loss.
+
+``step`` counts the net's training steps since it was initialised (0, 1,
+...; continued training goes on counting); the hooks are called when
+``step % every == 0``, on both the fast path and skorch's loop. Defining
+them does not turn the fast path off: the other steps pay one integer test.
+
+Per-epoch validation scores: when there is validation data, the validation
+pass also keeps, per task, the counts of correct predictions (classification)
+or the sums R² needs (regression) on the device, and
+:class:`TaskScoreLogger` writes ``valid_score_<task>`` (accuracy or R², over
+the validation rows where the task has a label, unweighted) once per epoch.
 """
 
 import contextlib
@@ -35,6 +55,7 @@ from skorch.history import History
 from skorch.utils import to_tensor
 from torch.utils.data import Dataset
 
+from ._losses import ELEMENTWISE
 from .weighting._gradients import (
     attach_head_probe,
     combine_with_gradients,
@@ -344,6 +365,101 @@ class TaskLossLogger(Callback):
             net.weighting_.epoch_end(means["train"], means.get("valid"))
 
 
+class TaskScoreLogger(Callback):
+    """Writes ``valid_score_<task>`` to the history at the end of each epoch that had
+    validation data: accuracy (classification) or R² (regression) over the validation
+    rows where the task has a label, from sums the validation pass kept on the device
+    (see :meth:`MultiTaskNet.validation_step`). Nothing is recorded without validation."""
+
+    def on_epoch_begin(self, net, **kwargs):
+        net.__dict__["_score_sums"] = None  # the validation pass accumulates here
+
+    def on_epoch_end(self, net, **kwargs):
+        sums = net.__dict__.pop("_score_sums", None)
+        if sums is None:
+            return
+        hits, n, total, squares = sums.double().cpu().numpy()
+        for t, (name, kind) in enumerate(zip(net.task_names, net.task_kinds)):
+            if n[t] == 0:
+                score = float("nan")
+            elif kind == "regression":
+                # hits holds the squared error; R² as r2_score computes it (a constant
+                # target scores 1 when predicted exactly, else 0).
+                spread = squares[t] - total[t] ** 2 / n[t]
+                if spread > 1e-12 * max(1.0, squares[t]):
+                    score = 1.0 - hits[t] / spread
+                else:
+                    score = 1.0 if hits[t] == 0 else 0.0
+            else:
+                score = hits[t] / n[t]
+            net.history.record(f"valid_score_{name}", float(score))
+
+
+def _score_layout(net):
+    """Index tensors for :func:`_score_terms`, made once per criterion."""
+    cached = net.__dict__.get("_score_layout")
+    criterion = net.criterion_
+    if cached is not None and cached[0] is criterion:
+        return cached[1]
+    kinds, stride = list(net.task_kinds), criterion.stride
+    log_rate = {t for fn, idx in criterion.groups if fn is ELEMENTWISE["poisson"] for t in idx}
+    reg = [t for t, k in enumerate(kinds) if k == "regression"]
+    binary = [t for t, k in enumerate(kinds) if k == "binary"]
+    multi = [(t, t * stride, criterion.n_outputs[t]) for t, k in enumerate(kinds)
+             if k == "multiclass"]
+    device = net.device
+
+    def index(values):
+        return torch.tensor(values, dtype=torch.long, device=device)
+
+    layout = {
+        "reg": (index(reg), index([t * stride for t in reg]),
+                torch.tensor([t in log_rate for t in reg], device=device)) if reg else None,
+        "binary": (index(binary), index([t * stride for t in binary])) if binary else None,
+        "multi": multi,
+        "order": index(reg + binary + [t for t, _, _ in multi]),
+    }
+    net.__dict__["_score_layout"] = (criterion, layout)
+    return layout
+
+
+def _score_terms(net, y_pred, y_true):
+    """(4, T) per-task sums of one validation batch: correct predictions (classification)
+    or squared error (regression), labelled rows, and the sum and sum of squares of the
+    regression targets (standardised scale: R² does not depend on it)."""
+    layout = _score_layout(net)
+    T = len(net.task_kinds)
+    labels, observed = y_true[:, :T], (y_true[:, T:] > 0)
+    y_pred = y_pred.float()
+    columns = []
+    if layout["reg"] is not None:
+        idx, cols, log_rate = layout["reg"]
+        pred = y_pred.index_select(1, cols)
+        pred = torch.where(log_rate, pred.exp(), pred)
+        y, m = labels.index_select(1, idx), observed.index_select(1, idx)
+        zero = torch.zeros((), dtype=pred.dtype, device=pred.device)
+        error = torch.where(m, (pred - y).square(), zero)
+        y = torch.where(m, y, zero)
+        columns.append(torch.stack([error.sum(0), m.sum(0).to(pred.dtype), y.sum(0),
+                                    y.square().sum(0)]))
+    if layout["binary"] is not None:
+        idx, cols = layout["binary"]
+        m = observed.index_select(1, idx)
+        hit = ((y_pred.index_select(1, cols) > 0) == (labels.index_select(1, idx) > 0.5)) & m
+        count = m.sum(0).to(y_pred.dtype)
+        columns.append(torch.stack([hit.sum(0).to(y_pred.dtype), count,
+                                    torch.zeros_like(count), torch.zeros_like(count)]))
+    for t, start, k in layout["multi"]:
+        m = observed[:, t]
+        hit = (y_pred[:, start:start + k].argmax(1) == labels[:, t].long()) & m
+        column = torch.stack([hit.sum(), m.sum()]).to(y_pred.dtype)
+        columns.append(torch.cat([column, column.new_zeros(2)]).unsqueeze(1))
+    terms = columns[0] if len(columns) == 1 else torch.cat(columns, 1)
+    out = terms.new_empty(terms.shape)
+    out[:, layout["order"]] = terms
+    return out
+
+
 def _overrides(obj, base, name):
     return getattr(type(obj), name, None) is not getattr(base, name)
 
@@ -417,6 +533,7 @@ class MultiTaskNet(NeuralNet):
             # Keeps the heads' first-layer output: per-task gradients in one backward.
             attach_head_probe(self.module_)
         self.__dict__.pop("_compiled", None)
+        self.__dict__["_train_steps"] = 0  # the step index of the step hooks
         return self
 
     def torch_compile(self, module, name):
@@ -622,8 +739,14 @@ class MultiTaskNet(NeuralNet):
         """
         if iterator is None:
             return
+        hooked = training and self._with_step_hooks(step_fn)
+        if hooked:
+            step_fn = hooked
         if not self._fast_epoch_ok():
-            return super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
+            super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
+            if training and not hooked:
+                self._count_steps(self.history[-1, prefix + "_batch_count"])
+            return
         super()._set_training(training)
         self.__dict__["_held_mode"] = training
         self.__dict__["_lean_step"] = training and not any(
@@ -642,6 +765,58 @@ class MultiTaskNet(NeuralNet):
         self.history[-1]["batches"].extend(
             {loss_key: value, size_key: size} for value, size in zip(values, sizes))
         self.history.record(prefix + "_batch_count", len(sizes))
+        if training and not hooked:
+            self._count_steps(len(sizes))
+
+    def _count_steps(self, n):
+        self.__dict__["_train_steps"] = self.__dict__.get("_train_steps", 0) + int(n)
+
+    def _step_hooks(self):
+        """(every, on_step, on_step_end) of the callbacks with step hooks (see the
+        module docstring)."""
+        hooks = []
+        for name, cb in self.callbacks_:
+            before, after = getattr(cb, "on_step", None), getattr(cb, "on_step_end", None)
+            if before is None and after is None:
+                continue
+            every = getattr(cb, "every", None)
+            if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+                raise ValueError(f"Callback {name!r} defines on_step/on_step_end, so it needs an "
+                                 f"integer attribute every >= 1 (call it every k-th training "
+                                 f"step); it has every={every!r}.")
+            hooks.append((int(every), before, after))
+        return hooks
+
+    def _with_step_hooks(self, step_fn):
+        """``step_fn`` calling the step hooks on their steps, or None when no callback
+        has any."""
+        hooks = self._step_hooks()
+        if not hooks:
+            return None
+
+        def hooked_step(batch, **fit_params):
+            step = self.__dict__.get("_train_steps", 0)
+            due = [(before, after) for every, before, after in hooks if step % every == 0]
+            for before, _ in due:
+                if before is not None:
+                    before(self, batch=batch, step=step)
+            out = step_fn(batch, **fit_params)
+            for _, after in due:
+                if after is not None:
+                    after(self, batch=batch, step=step, loss=out["loss"])
+            self.__dict__["_train_steps"] = step + 1
+            return out
+
+        return hooked_step
+
+    def validation_step(self, batch, **fit_params):
+        step = super().validation_step(batch, **fit_params)
+        if "_score_sums" in self.__dict__:  # TaskScoreLogger listens this epoch
+            with torch.no_grad():
+                terms = _score_terms(self, step["y_pred"], batch[1])
+            sums = self.__dict__["_score_sums"]
+            self.__dict__["_score_sums"] = terms if sums is None else sums.add_(terms)
+        return step
 
     def train_step(self, batch, **fit_params):
         if self.__dict__.get("_lean_step"):
@@ -660,6 +835,12 @@ class MultiTaskNet(NeuralNet):
                 self._set_training(True)
             self.weighting_.after_step(losses, denominators > 0)
         return step
+
+    def partial_fit(self, X, y=None, classes=None, **fit_params):
+        # The epochs this call runs, for epoch-level progress bars (skorch tells the
+        # callbacks nothing of them).
+        self.__dict__["_planned_epochs"] = fit_params.get("epochs") or self.max_epochs
+        return super().partial_fit(X, y, classes=classes, **fit_params)
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         with self._thread_scope(X):
@@ -703,4 +884,5 @@ class MultiTaskNet(NeuralNet):
         return 1 if int(batch) * weights < _SMALL_STEP_MACS else None
 
     def get_default_callbacks(self):
-        return super().get_default_callbacks() + [("task_losses", TaskLossLogger())]
+        return super().get_default_callbacks() + [("task_losses", TaskLossLogger()),
+                                                  ("task_scores", TaskScoreLogger())]
