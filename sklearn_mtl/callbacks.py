@@ -26,6 +26,7 @@ from skorch.callbacks import Callback, PrintLog
 __all__ = ["EpochProgressBar", "EpochTable", "TaskAffinity"]
 
 AFFINITY_METHODS = ("lookahead", "gradient_cosine")
+AVERAGES = ("loss", "uniform")
 
 
 def _task_index(names, name):
@@ -79,6 +80,8 @@ def gradient_cosines(G, present):
     norms = G.norm(dim=1)
     ok = present & (norms > 0)
     C = (G @ G.T) / (norms[:, None] * norms[None, :]).clamp_min(torch.finfo(G.dtype).tiny)
+    C = C.clamp(-1.0, 1.0)
+    C.diagonal().fill_(1.0)  # exactly, not up to rounding
     return C, ok[:, None] & ok[None, :]
 
 
@@ -126,18 +129,34 @@ class TaskAffinity(Callback):
     Task Groupings for Multi-Task Learning"): on the step's batch, the shared
     parameters are moved by one plain SGD step along task i's gradient alone,
     ``theta_s - lr * g_i`` (``lr`` is the optimizer's current learning rate of
-    each parameter; the heads stay as they are), and the affinity of i onto j
-    is the relative drop of task j's loss, ``1 - L_j(theta_s - lr g_i) /
-    L_j(theta_s)``: positive when a step for i also helps j.
-    ``method='gradient_cosine'``: the cosine between task i's and task j's
-    gradients on the shared parameters (symmetric, 1 on the diagonal).
+    each parameter; no momentum or adaptive scaling; the heads stay as they
+    are), and the affinity of i onto j is the relative drop of task j's loss,
+    ``Z_ij = 1 - L_j(theta_s - lr g_i) / L_j(theta_s)``: positive when a step
+    for i also helps j. ``method='gradient_cosine'``: the cosine between task
+    i's and task j's gradients on the shared parameters (symmetric, 1 on the
+    diagonal).
 
-    Both are averaged over the recorded steps. The losses are each task's own
-    mean loss over the batch's labelled rows, unweighted (no ``loss_weights``,
-    no normalisation); a step where a task has no label leaves that task's
-    pairs out. The network is evaluated in eval mode (no dropout, batch-norm
-    statistics untouched), its parameters are restored exactly and no
-    gradient is left in ``.grad``: recording does not change the fit.
+    The losses are each task's own mean loss over the batch's labelled rows,
+    unweighted (no ``loss_weights``, no normalisation); a step where a task has
+    no label leaves that task's pairs out. The network is evaluated in eval
+    mode (no dropout, batch-norm statistics untouched), its parameters are
+    restored exactly and no gradient is left in ``.grad``: recording does not
+    change the fit.
+
+    Averaging over the recorded steps (``average``). ``'loss'`` (default): each
+    step's value of the pair (i, j) weighs in proportion to ``L_i * L_j``, the
+    product of the two tasks' losses on its batch. For the lookahead this is the
+    ratio ``sum_t L_i (L_j - L_j') / sum_t L_i L_j``: the relative drop of j's
+    pooled loss, with the steps where i still has something to learn counting
+    most. The reason: once tasks are fitted, their batch gradients are mostly
+    noise and the balance every converged fit reaches (at a minimum of the
+    summed loss the task gradients on the shared parameters cancel out, so
+    they are pulled towards negative alignment whatever the tasks), and a
+    task whose loss is near zero on a batch (a few labelled rows, or labels
+    memorised) turns ratios of tiny numbers into large noise. In long fits
+    (the default 100 epochs on a few thousand rows) such steps are most of the
+    steps, and a uniform mean can rank unrelated tasks above related ones.
+    ``'uniform'``: the plain mean over the recorded steps, TAG's own average.
 
     The computation runs through the engine's step hooks (see
     :mod:`sklearn_mtl._net`) before the optimizer step of every ``every``-th
@@ -149,27 +168,32 @@ class TaskAffinity(Callback):
     every : int, default=10
         Record one training step in every ``every`` (steps counted over the
         whole fit).
+    average : {'loss', 'uniform'}, default='loss'
+        How the recorded steps are averaged (see above).
 
     Attributes
     ----------
     affinity_ : DataFrame (T, T)
         Rows: source task i; columns: target task j. NaN for a pair never
-        recorded.
+        recorded. ``attrs`` holds the method and the number of recorded steps.
     n_steps_ : int
         Steps recorded.
     """
 
-    def __init__(self, method="lookahead", every=10):
+    def __init__(self, method="lookahead", every=10, average="loss"):
         self.method = method
         self.every = every
+        self.average = average
 
     def initialize(self):
         _check_method(type(self).__name__, self.method)
         _check_every(type(self).__name__, self.every)
+        if self.average not in AVERAGES:
+            raise ValueError(f"TaskAffinity(average={self.average!r}): average must be one of "
+                             f"{list(AVERAGES)}.")
         self.sums_ = None
-        self.counts_ = None
-        self.n_steps_ = 0
         self.task_names_ = None
+        self.n_steps_ = 0
         return self
 
     def on_train_begin(self, net, **kwargs):
@@ -183,8 +207,8 @@ class TaskAffinity(Callback):
         if self.sums_ is None or self.task_names_ != names:
             T = len(names)
             self.task_names_ = names
-            self.sums_ = torch.zeros((T, T), dtype=torch.float64)
-            self.counts_ = torch.zeros((T, T), dtype=torch.float64)
+            # Weighted sum and weight sum, plain sum and count, per pair.
+            self.sums_ = torch.zeros((4, T, T), dtype=torch.float64)
             self.n_steps_ = 0
 
     def on_step(self, net, batch, step, **kwargs):
@@ -208,9 +232,17 @@ class TaskAffinity(Callback):
                     _learning_rates(net.optimizer_, params))
         finally:
             module.train(training)
-        values, mask = values.detach().double().cpu(), mask.cpu()
-        self.sums_ += torch.where(mask, values, torch.zeros((), dtype=values.dtype))
-        self.counts_ += mask
+        self._add(values.detach().double().cpu(), mask.cpu(),
+                  losses.detach().double().cpu().clamp_min(0.0))
+
+    def _add(self, values, mask, losses):
+        zero = torch.zeros((), dtype=values.dtype)
+        weights = torch.where(mask, losses[:, None] * losses[None, :], zero)
+        values = torch.where(mask, values, zero)
+        self.sums_[0] += weights * values
+        self.sums_[1] += weights
+        self.sums_[2] += values
+        self.sums_[3] += mask
         self.n_steps_ += 1
 
     @property
@@ -218,12 +250,15 @@ class TaskAffinity(Callback):
         if self.task_names_ is None:
             raise AttributeError("TaskAffinity has recorded nothing yet: fit the estimator "
                                  "with it in callbacks=[...].")
-        counts = self.counts_.numpy()
+        weighted, weights, total, counts = self.sums_.numpy()
         with np.errstate(invalid="ignore", divide="ignore"):
-            values = np.where(counts > 0, self.sums_.numpy() / np.maximum(counts, 1), np.nan)
+            uniform = np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
+            values = uniform if self.average == "uniform" else np.where(
+                weights > 0, weighted / np.where(weights > 0, weights, 1), uniform)
         frame = pd.DataFrame(values, index=_task_index(self.task_names_, "source"),
                              columns=_task_index(self.task_names_, "target"))
-        frame.attrs.update(method=self.method, every=int(self.every), n_steps=self.n_steps_)
+        frame.attrs.update(method=self.method, every=int(self.every), average=self.average,
+                           n_steps=self.n_steps_)
         return frame
 
 
