@@ -111,26 +111,30 @@ def test_single_task_parameters_are_restricted_to_the_task():
     assert _compare.single_task_params(single_form, "a", two)["class_weight"] is None
 
 
-def test_single_task_fits_see_one_task_with_the_same_budget(mixed_data, monkeypatch):
-    X, Y = mixed_data
+def test_single_task_fits_train_on_the_tasks_labelled_rows_with_the_same_budget(monkeypatch):
+    X, Y = make_mixed(n=240, seed=2, missing=0.3)
     seen = []
     original = _compare._fit_and_score
 
     def spy(estimator, X, Y, train, test, names, metrics):
         scores = original(estimator, X, Y, train, test, names, metrics)
-        model = estimator
-        seen.append((list(model.task_names_), model.n_iter_, model.random_state,
-                     model.net_.__dict__["_train_steps"]))
+        seen.append((list(estimator.task_names_), estimator.n_iter_, estimator.random_state,
+                     np.asarray(train), np.asarray(test)))
         return scores
 
     monkeypatch.setattr(_compare, "_fit_and_score", spy)
     compare_single_task(MultiTaskRegressorClassifier(**FAST), X, Y, cv=2, random_state=0)
     assert [s[0] for s in seen] == [["value", "flag", "level"], ["value"], ["flag"],
                                     ["level"]] * 2
-    assert {s[1] for s in seen} == {FAST["max_epochs"]}
+    assert {s[1] for s in seen} == {FAST["max_epochs"]}  # the same epochs
     for fold in (seen[:4], seen[4:]):
         assert len({s[2] for s in fold}) == 1  # one seed per fold: paired fits
-        assert len({s[3] for s in fold}) == 1  # the same number of steps
+        multi_train = fold[0][3]
+        for names, _, _, train, test in fold[1:]:
+            # A single-task network trains on the fold's rows where its task has a label.
+            labelled = multi_train[Y[names[0]].notna().to_numpy()[multi_train]]
+            np.testing.assert_array_equal(train, labelled)
+            np.testing.assert_array_equal(test, fold[0][4])
     assert seen[0][2] != seen[4][2]
 
 

@@ -49,6 +49,14 @@ def test_training_history_from_estimator(tmp_path):
     assert display.best_epoch == best
     assert display.best_epoch_line_.get_xdata()[0] == best
     assert display.weights_ax_ is None and display.weight_lines_ == {}  # static weights
+    # Static weights with missing labels: a batch without a task's labels gives it weight
+    # 0, so its epoch mean moves a little; they are still not shown.
+    X, Y = make_mixed(n=150, missing=0.7)
+    sparse = MultiTaskRegressorClassifier(**SMALL, batch_size=8).fit(X, Y)
+    weights = np.array([[row[f"weight_{n}"] for n in sparse.task_names_]
+                        for row in sparse.history_])
+    assert np.ptp(weights, axis=0).max() > 0
+    assert TrainingHistoryDisplay.from_estimator(sparse).weights_ax_ is None
     assert display.ax_.figure is display.figure_
     _png(display.figure_, tmp_path / "history.png")
 

@@ -2,8 +2,9 @@
 
 For every fold of a cross-validation the estimator (a clone) is fitted once on
 all tasks and once more on each task alone, with the same hyperparameters and
-the same training budget, and every task is scored on the fold's held-out
-rows where it has a label. The per-fold differences (multi-task minus
+the same training budget (epochs, batch size, optimiser, seed), the way a
+single-task model would be trained: on the fold's rows where that task has a
+label. Every task is scored on the fold's held-out rows where it has a label. The per-fold differences (multi-task minus
 single-task) get a confidence interval from the corrected resampled t-test
 of Nadeau & Bengio (2003).
 
@@ -34,7 +35,7 @@ from sklearn.utils.validation import _num_samples
 
 from .._scoring import DEFAULT_METRICS, target_columns, task_score
 from .._task_params import resolve_task_params
-from .._tasks import find_task, fit_tasks, read_targets
+from .._tasks import find_task, fit_tasks, missing_mask, read_targets
 from .._validation import as_sizes
 from ..metrics import _multitask_estimator, _resolve_metric, _select
 from ._utils import final_step
@@ -250,13 +251,13 @@ def compare_single_task(estimator, X, Y, *, cv=5, scoring=None, n_jobs=None,
     """Cross-validated comparison of one multi-task network with one network per task.
 
     In every fold a clone of ``estimator`` is fitted on all tasks, and one
-    more clone per task on that task alone: same hyperparameters, same
-    rows, batches and epochs (rows where the task has no label stay in its
-    batches and contribute nothing, as in the multi-task fit), with the
-    task-keyed parameters (``tasks``, ``losses``, ``loss_weights``,
-    ``task_depth``, ``class_weight``) restricted to the task, and no
-    auxiliary tasks or ``head_inputs``. Every predicted task is scored on the
-    fold's held-out rows where it has a label.
+    more clone per task on that task alone, as a single-task model would be
+    trained: on the fold's training rows where the task has a label, with the
+    same hyperparameters and budget (``max_epochs``, ``batch_size``, the
+    optimiser, the fold's seed), the task-keyed parameters (``tasks``,
+    ``losses``, ``loss_weights``, ``task_depth``, ``class_weight``) restricted
+    to the task, and no auxiliary tasks or ``head_inputs``. Every predicted
+    task is scored on the fold's held-out rows where it has a label.
 
     Parameters
     ----------
@@ -315,20 +316,24 @@ def compare_single_task(estimator, X, Y, *, cv=5, scoring=None, n_jobs=None,
         model.tasks, (list, tuple)) else None)
     column_of = dict(zip([name for name, _ in tasks], columns))
 
+    labelled = {name: ~missing_mask(column_of[name]) for name in names}
     jobs = []
     for k, (train, test) in enumerate(splits):
         base = clone(estimator)
         if seeds is not None:
             base.set_params(**{prefix + "random_state": seeds[k]})
-        jobs.append((k, None, base, Y, names))
+        jobs.append((k, None, base, Y, train, test, names))
         for name in names:
             single = clone(base)
             single.set_params(**{prefix + key: value for key, value
                                  in single_task_params(model, name, tasks).items()})
-            jobs.append((k, name, single, _single_target(Y, name, column_of[name]), [name]))
+            # The rows where the task has a label: a network of its own trains on those.
+            rows = np.asarray(train)[labelled[name][np.asarray(train)]]
+            jobs.append((k, name, single, _single_target(Y, name, column_of[name]), rows,
+                         test, [name]))
     results = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_and_score)(est, X, target, splits[k][0], splits[k][1], scored, metrics)
-        for k, _, est, target, scored in jobs)
+        delayed(_fit_and_score)(est, X, target, train, test, scored, metrics)
+        for _, _, est, target, train, test, scored in jobs)
 
     J = len(splits)
     multi = {name: np.full(J, np.nan) for name in names}

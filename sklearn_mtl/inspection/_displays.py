@@ -80,7 +80,12 @@ class TrainingHistoryDisplay:
     def from_history(cls, history, task_names, *, ax=None, show_weights="auto",
                      log_scale=False):
         """From a skorch history (``estimator.history_`` or a list of epoch dicts) and
-        the task names (``estimator.net_.task_names``)."""
+        the task names (``estimator.net_.task_names``).
+
+        With ``show_weights='auto'`` the weights are shown when they change over the
+        epochs; note that static weights of a task with missing labels change a little
+        too (a batch without its labels gives it weight 0): ``from_estimator`` knows the
+        strategy and leaves static weights out."""
         names = list(task_names)
         losses = task_frame(history, names, "train_loss")
         if losses is None:
@@ -98,7 +103,11 @@ class TrainingHistoryDisplay:
     @classmethod
     def from_estimator(cls, estimator, *, ax=None, show_weights="auto", log_scale=False):
         """From a fitted multi-task estimator (or a Pipeline ending in one)."""
+        from ..weighting import Static
+
         model = fitted_final_step(estimator)
+        if show_weights == "auto" and isinstance(model.net_.weighting, Static):
+            show_weights = False  # static weights do not move (but for absent labels)
         return cls.from_history(model.net_.history, model.net_.task_names, ax=ax,
                                 show_weights=show_weights, log_scale=log_scale)
 
