@@ -55,7 +55,7 @@ from skorch.history import History
 from skorch.utils import to_tensor
 from torch.utils.data import Dataset
 
-from ._losses import ELEMENTWISE
+from ._epoch_scores import TaskScoreLogger, score_layout, score_terms
 from .weighting._gradients import (
     attach_head_probe,
     combine_with_gradients,
@@ -363,101 +363,6 @@ class TaskLossLogger(Callback):
                 net.history.record(f"weight_{name}", float(value))
         if "train" in means:
             net.weighting_.epoch_end(means["train"], means.get("valid"))
-
-
-class TaskScoreLogger(Callback):
-    """Writes ``valid_score_<task>`` to the history at the end of each epoch that had
-    validation data: accuracy (classification) or R² (regression) over the validation
-    rows where the task has a label, from sums the validation pass kept on the device
-    (see :meth:`MultiTaskNet.validation_step`). Nothing is recorded without validation."""
-
-    def on_epoch_begin(self, net, **kwargs):
-        net.__dict__["_score_sums"] = None  # the validation pass accumulates here
-
-    def on_epoch_end(self, net, **kwargs):
-        sums = net.__dict__.pop("_score_sums", None)
-        if sums is None:
-            return
-        hits, n, total, squares = sums.double().cpu().numpy()
-        for t, (name, kind) in enumerate(zip(net.task_names, net.task_kinds)):
-            if n[t] == 0:
-                score = float("nan")
-            elif kind == "regression":
-                # hits holds the squared error; R² as r2_score computes it (a constant
-                # target scores 1 when predicted exactly, else 0).
-                spread = squares[t] - total[t] ** 2 / n[t]
-                if spread > 1e-12 * max(1.0, squares[t]):
-                    score = 1.0 - hits[t] / spread
-                else:
-                    score = 1.0 if hits[t] == 0 else 0.0
-            else:
-                score = hits[t] / n[t]
-            net.history.record(f"valid_score_{name}", float(score))
-
-
-def _score_layout(net):
-    """Index tensors for :func:`_score_terms`, made once per criterion."""
-    cached = net.__dict__.get("_score_layout")
-    criterion = net.criterion_
-    if cached is not None and cached[0] is criterion:
-        return cached[1]
-    kinds, stride = list(net.task_kinds), criterion.stride
-    log_rate = {t for fn, idx in criterion.groups if fn is ELEMENTWISE["poisson"] for t in idx}
-    reg = [t for t, k in enumerate(kinds) if k == "regression"]
-    binary = [t for t, k in enumerate(kinds) if k == "binary"]
-    multi = [(t, t * stride, criterion.n_outputs[t]) for t, k in enumerate(kinds)
-             if k == "multiclass"]
-    device = net.device
-
-    def index(values):
-        return torch.tensor(values, dtype=torch.long, device=device)
-
-    layout = {
-        "reg": (index(reg), index([t * stride for t in reg]),
-                torch.tensor([t in log_rate for t in reg], device=device)) if reg else None,
-        "binary": (index(binary), index([t * stride for t in binary])) if binary else None,
-        "multi": multi,
-        "order": index(reg + binary + [t for t, _, _ in multi]),
-    }
-    net.__dict__["_score_layout"] = (criterion, layout)
-    return layout
-
-
-def _score_terms(net, y_pred, y_true):
-    """(4, T) per-task sums of one validation batch: correct predictions (classification)
-    or squared error (regression), labelled rows, and the sum and sum of squares of the
-    regression targets (standardised scale: R² does not depend on it)."""
-    layout = _score_layout(net)
-    T = len(net.task_kinds)
-    labels, observed = y_true[:, :T], (y_true[:, T:] > 0)
-    y_pred = y_pred.float()
-    columns = []
-    if layout["reg"] is not None:
-        idx, cols, log_rate = layout["reg"]
-        pred = y_pred.index_select(1, cols)
-        pred = torch.where(log_rate, pred.exp(), pred)
-        y, m = labels.index_select(1, idx), observed.index_select(1, idx)
-        zero = torch.zeros((), dtype=pred.dtype, device=pred.device)
-        error = torch.where(m, (pred - y).square(), zero)
-        y = torch.where(m, y, zero)
-        columns.append(torch.stack([error.sum(0), m.sum(0).to(pred.dtype), y.sum(0),
-                                    y.square().sum(0)]))
-    if layout["binary"] is not None:
-        idx, cols = layout["binary"]
-        m = observed.index_select(1, idx)
-        hit = ((y_pred.index_select(1, cols) > 0) == (labels.index_select(1, idx) > 0.5)) & m
-        count = m.sum(0).to(y_pred.dtype)
-        columns.append(torch.stack([hit.sum(0).to(y_pred.dtype), count,
-                                    torch.zeros_like(count), torch.zeros_like(count)]))
-    for t, start, k in layout["multi"]:
-        m = observed[:, t]
-        hit = (y_pred[:, start:start + k].argmax(1) == labels[:, t].long()) & m
-        column = torch.stack([hit.sum(), m.sum()]).to(y_pred.dtype)
-        columns.append(torch.cat([column, column.new_zeros(2)]).unsqueeze(1))
-    terms = columns[0] if len(columns) == 1 else torch.cat(columns, 1)
-    out = terms.new_empty(terms.shape)
-    out[:, layout["order"]] = terms
-    return out
 
 
 def _overrides(obj, base, name):
@@ -811,11 +716,13 @@ class MultiTaskNet(NeuralNet):
 
     def validation_step(self, batch, **fit_params):
         step = super().validation_step(batch, **fit_params)
-        if "_score_sums" in self.__dict__:  # TaskScoreLogger listens this epoch
+        state = self.__dict__.get("_score_state")
+        if state is not None:  # TaskScoreLogger listens this epoch
+            if state[0] is None:
+                state[0] = score_layout(self)
             with torch.no_grad():
-                terms = _score_terms(self, step["y_pred"], batch[1])
-            sums = self.__dict__["_score_sums"]
-            self.__dict__["_score_sums"] = terms if sums is None else sums.add_(terms)
+                terms = score_terms(state[0], self, step["y_pred"], batch[1])
+            state[1] = terms if state[1] is None else state[1].add_(terms)
         return step
 
     def train_step(self, batch, **fit_params):

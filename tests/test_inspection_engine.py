@@ -251,3 +251,19 @@ def test_progress_bar_uses_the_widget_in_jupyter_with_ipywidgets(monkeypatch):
     assert progress_bar_class() is tqdm.notebook.tqdm
     monkeypatch.setattr(cb_module, "_in_notebook", lambda: False)
     assert progress_bar_class() is not tqdm.notebook.tqdm
+
+
+def test_fitted_estimator_with_the_callbacks_pickles():
+    import pickle
+
+    X, Y = make_mixed(n=120)
+    est = MultiTaskRegressorClassifier(hidden_layer_sizes=(4,), max_epochs=2, verbose=2,
+                                       validation_fraction=0.2,
+                                       callbacks=[TaskAffinity(every=2)]).fit(X, Y)
+    assert "_score_state" not in est.net_.__dict__  # nothing of an epoch stays behind
+    copy = pickle.loads(pickle.dumps(est))
+    pd.testing.assert_frame_equal(copy.task_affinity_, est.task_affinity_)
+    pd.testing.assert_frame_equal(copy.task_validation_scores_, est.task_validation_scores_)
+    copy.partial_fit(X, Y)  # and trains on, recording
+    assert copy.n_iter_ == 3 and copy.task_affinity_.attrs["n_steps"] > \
+        est.task_affinity_.attrs["n_steps"]

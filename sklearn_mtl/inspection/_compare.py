@@ -4,9 +4,9 @@ For every fold of a cross-validation the estimator (a clone) is fitted once on
 all tasks and once more on each task alone, with the same hyperparameters and
 the same training budget (epochs, batch size, optimiser, seed), the way a
 single-task model would be trained: on the fold's rows where that task has a
-label. Every task is scored on the fold's held-out rows where it has a label. The per-fold differences (multi-task minus
-single-task) get a confidence interval from the corrected resampled t-test
-of Nadeau & Bengio (2003).
+label. Every task is scored on the fold's held-out rows where it has a label.
+The per-fold differences (multi-task minus single-task) get a confidence
+interval from the corrected resampled t-test of Nadeau & Bengio (2003).
 
 Why that interval. The K differences of one task are not independent: any
 two training sets of a K-fold split share (K-2)/(K-1) of their rows, so the
@@ -16,10 +16,12 @@ narrow and declares too many differences significant (Dietterich 1998;
 Nadeau & Bengio 2003). Nadeau & Bengio's correction replaces the variance
 factor 1/J of the mean of J resampled differences by ``1/J + n_test/n_train``,
 which accounts for the overlap (for K-fold, n_test/n_train = 1/(K-1)); with
-J - 1 degrees of freedom. Bouckaert & Frank (2004) found it the best
-calibrated of the usual tests for comparing learners by cross-validation.
-It is still an approximation (the correlation it assumes is a heuristic),
-so the verdict is a guide, not a proof.
+J - 1 degrees of freedom. Bouckaert & Frank (2004) found such corrected
+tests to keep their nominal error rate where the uncorrected ones exceed it.
+The price is power: with 5 folds the mean difference must exceed about 1.9
+standard deviations of the fold differences. It is still an approximation
+(the correlation it assumes is a heuristic), so the verdict is a guide, not
+a proof.
 """
 
 from numbers import Integral, Real
@@ -95,8 +97,11 @@ def _resolve_scoring(scoring, tasks):
         if kind == "regression" and method != "predict":
             raise ValueError(f"scoring gives the regression task {name!r} the metric "
                              f"{metric!r}, which needs predicted probabilities.")
-        label = metric if isinstance(metric, str) else getattr(
-            metric, "__name__", type(metric).__name__)
+        if isinstance(metric, str):
+            label = metric
+        else:  # a scorer (its metric function's name) or a metric function
+            label = getattr(getattr(metric, "_score_func", metric), "__name__",
+                            type(metric).__name__)
         resolved[name] = (func, sign, options, method, label)
     return resolved
 
