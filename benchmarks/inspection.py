@@ -2,9 +2,10 @@
 
 * Recording task affinity (``callbacks=[TaskAffinity(method, every=10)]``)
   against the same fit without it: the classic network (64-64 trunk, one
-  20-unit hidden layer per head, Adam, batch 64) on synthetic data with 4 and
-  8 tasks. The variants run round-robin; a ratio is the median over rounds of
-  the recorded fit's time divided by the plain fit's time of the same round.
+  20-unit hidden layer per head, Adam, batch 64) on synthetic data with 4, 8
+  and 16 tasks. The variants run round-robin; a ratio is the median over
+  rounds of the recorded fit's time divided by the plain fit's time of the
+  same round.
 * ``compare_single_task`` (cv=5) against (T + 1) x cv plain fits of the
   multi-task estimator on a fold's training rows: the time it would take to
   run every fit of the comparison as a full multi-task fit.
@@ -12,7 +13,7 @@
 The load average (1 minute) is read before and after every timed call; on a
 shared machine rerun when it is above about 0.5 (see DESIGN.md section 8).
 
-    python benchmarks/inspection.py            # about 10 minutes on 2 busy cores
+    python benchmarks/inspection.py            # about 2 minutes on 2 busy cores
     python benchmarks/inspection.py --quick    # a smoke run
     python benchmarks/inspection.py --write    # also writes the section of RESULTS.md
 """
@@ -91,7 +92,7 @@ def main():
     lines = ["| tasks | plain fit (s) | lookahead (s) | ratio | gradient cosine (s) | ratio "
              "| load (1 min) during |",
              "|---|---|---|---|---|---|---|"]
-    for n_tasks in (4, 8):
+    for n_tasks in (4, 8, 16):
         seconds, ratios, loads = recording_cost(n_tasks, rows, epochs, rounds)
         line = (f"| {n_tasks} | {seconds['plain']:.2f} | {seconds['lookahead']:.2f} | "
                 f"{ratios['lookahead']:.2f}x | {seconds['gradient_cosine']:.2f} | "
@@ -123,9 +124,12 @@ def main():
             f"median of {rounds} rounds",
             "",
             "The classic network (64-64 trunk, 20-unit heads, Adam). A recorded step costs "
-            "one forward and one (vectorised) backward pass for the per-task gradients; the "
-            "lookahead adds one forward pass per task. The fast path stays on: the other "
-            "nine steps in ten pay one integer test.",
+            "one forward and one vectorised backward pass (the T per-task gradients of the "
+            "shared parameters); the lookahead adds one vectorised forward pass over the T "
+            "moved parameter sets (torch.func.vmap; one pass per task when vmap cannot batch "
+            "the network), so its cost grows with T: record less often (a larger `every`) "
+            "for many tasks. The fast path stays on: the other nine steps in ten pay one "
+            "integer test.",
             "",
             *lines,
             "",

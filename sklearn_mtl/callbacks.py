@@ -91,35 +91,88 @@ def _learning_rates(optimizer, params):
     return [float(by_id.get(id(p), optimizer.param_groups[0]["lr"])) for p in params]
 
 
-def lookahead_affinity(forward_losses, losses, present, G, params, lrs):
+def _moved(params, G, rows, lrs):
+    """Per parameter, the (S, *shape) values after one SGD step along each row of G."""
+    out, at = [], 0
+    for p, lr in zip(params, lrs):
+        n = p.numel()
+        step = G[rows, at:at + n].reshape((len(rows),) + tuple(p.shape))
+        out.append(p.detach().unsqueeze(0) - lr * step)
+        at += n
+    return out
+
+
+def lookahead_affinity(forward_losses, losses, present, G, params, lrs, batched=None):
     """(T, T) lookahead affinities ``1 - L_j(theta - lr g_i) / L_j(theta)`` and the mask
     of the defined pairs.
 
     ``forward_losses()`` gives the (T,) task losses of the batch at the current
     values of ``params``; ``G`` (T, P) holds the task gradients. Each source task
     i moves ``params`` by one plain SGD step along its own gradient, the batch is
-    evaluated, and ``params`` are restored bit for bit.
+    evaluated, and ``params`` are restored bit for bit. ``batched(values)``, when
+    given, evaluates all the moved parameter sets at once instead (``values``: per
+    parameter a (S, *shape) tensor; returns (S, T) losses) and may raise to fall
+    back to the one-by-one evaluation.
     """
     T = losses.shape[0]
     base = losses.detach()
     targets = present & torch.isfinite(base) & (base > 0)
     sources = present & (G.abs().sum(1) > 0)
+    rows = torch.nonzero(sources).flatten().tolist()
     A = torch.zeros((T, T), dtype=base.dtype, device=base.device)
+    tiny = torch.finfo(base.dtype).tiny
     with torch.no_grad():
-        originals = [p.detach().clone() for p in params]
-        try:
-            for i in torch.nonzero(sources).flatten().tolist():
-                at = 0
-                for p, original, lr in zip(params, originals, lrs):
-                    n = p.numel()
-                    torch.add(original, G[i, at:at + n].view_as(p), alpha=-lr, out=p.data)
-                    at += n
-                A[i] = 1.0 - forward_losses() / base.clamp_min(torch.finfo(base.dtype).tiny)
-        finally:
-            for p, original in zip(params, originals):
-                p.data.copy_(original)
+        moved = _moved(params, G, rows, lrs) if rows else []
+        done = False
+        if batched is not None and rows:
+            try:
+                A[rows] = 1.0 - batched(moved).to(base.dtype) / base.clamp_min(tiny)
+                done = True
+            except Exception:  # an operation vmap cannot batch: one at a time
+                done = False
+        if not done:
+            originals = [p.detach().clone() for p in params]
+            try:
+                for k, i in enumerate(rows):
+                    for p, values in zip(params, moved):
+                        p.data.copy_(values[k])
+                    A[i] = 1.0 - forward_losses() / base.clamp_min(tiny)
+            finally:
+                for p, original in zip(params, originals):
+                    p.data.copy_(original)
     mask = sources[:, None] & targets[None, :] & torch.isfinite(A)
     return A, mask
+
+
+def _batched_losses(module, criterion, params, Xi, yi):
+    """A function evaluating the task losses of the batch for S sets of values of
+    ``params`` in one vectorised forward pass (``torch.func``), or None."""
+    try:
+        from torch.func import functional_call, vmap
+    except ImportError:  # pragma: no cover - torch < 2.0
+        return None
+    ids = {id(p) for p in params}
+    names = [n for n, p in module.named_parameters() if id(p) in ids]
+    if len(names) != len(params):
+        return None
+    fixed = {n: p for n, p in module.named_parameters() if id(p) not in ids}
+    buffers = dict(module.named_buffers())
+    by_id = {id(p): n for n, p in module.named_parameters()}
+    order = [by_id[id(p)] for p in params]
+
+    def evaluate(values):
+        def one(*moved):
+            state = {**fixed, **dict(zip(order, moved)), **buffers}
+            return criterion(functional_call(module, state, (Xi,)), yi)[0]
+
+        keep = getattr(module, "keep_representation", False)
+        module.keep_representation = False  # no batched tensor left on the module
+        try:
+            return vmap(one)(*values)
+        finally:
+            module.keep_representation = keep
+
+    return evaluate
 
 
 class TaskAffinity(Callback):
@@ -194,6 +247,7 @@ class TaskAffinity(Callback):
         self.sums_ = None
         self.task_names_ = None
         self.n_steps_ = 0
+        self._vectorised = True  # the lookahead's batched forward, until it fails
         return self
 
     def on_train_begin(self, net, **kwargs):
@@ -227,13 +281,31 @@ class TaskAffinity(Callback):
             else:
                 def forward_losses():
                     return criterion(module(Xi), yi)[0]
+                batched = None
+                if getattr(self, "_vectorised", True):
+                    batched = _batched_losses(module, criterion, params, Xi, yi)
                 values, mask = lookahead_affinity(
                     forward_losses, losses, present, G, params,
-                    _learning_rates(net.optimizer_, params))
+                    _learning_rates(net.optimizer_, params),
+                    batched=self._remember_failure(batched))
         finally:
             module.train(training)
         self._add(values.detach().double().cpu(), mask.cpu(),
                   losses.detach().double().cpu().clamp_min(0.0))
+
+    def _remember_failure(self, batched):
+        """``batched``, turned off for the rest of the fit once it fails."""
+        if batched is None:
+            return None
+
+        def guarded(values):
+            try:
+                return batched(values)
+            except Exception:
+                self._vectorised = False
+                raise
+
+        return guarded
 
     def _add(self, values, mask, losses):
         zero = torch.zeros((), dtype=values.dtype)

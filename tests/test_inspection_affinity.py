@@ -209,3 +209,44 @@ def test_errors():
         task_affinity(soft, X, Y)
     with pytest.raises(AttributeError, match="recorded nothing"):
         TaskAffinity().initialize().affinity_
+
+
+def test_the_vectorised_lookahead_equals_the_one_by_one_one(monkeypatch):
+    from sklearn_mtl import callbacks
+
+    X, Y = make_mixed(n=150, missing=0.2)
+    params = dict(hidden_layer_sizes=(8,), batch_size=30, max_epochs=2, random_state=0)
+
+    def affinity():
+        return MultiTaskRegressorClassifier(
+            **params, callbacks=[TaskAffinity(every=2)]).fit(X, Y).task_affinity_
+
+    vectorised = affinity()
+    monkeypatch.setattr(callbacks, "_batched_losses", lambda *args: None)
+    one_by_one = affinity()
+    np.testing.assert_allclose(vectorised.to_numpy(), one_by_one.to_numpy(), rtol=1e-4,
+                               atol=1e-7)
+
+
+class GuardedTrunk(torch.nn.Module):
+    """A trunk with data-dependent Python control flow, which vmap cannot batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(6, 4)
+
+    def forward(self, X):
+        out = self.linear(X)
+        if float(out.detach().abs().max()) > 1e6:
+            out = out.clamp(-1e6, 1e6)
+        return out
+
+
+def test_a_trunk_vmap_cannot_batch_falls_back_to_one_by_one():
+    X, Y = make_mixed(n=120)
+    est = MultiTaskRegressorClassifier(module=GuardedTrunk(), max_epochs=2, random_state=0,
+                                       callbacks=[TaskAffinity(every=2)]).fit(X, Y)
+    recorder = next(cb for _, cb in est.net_.callbacks_ if isinstance(cb, TaskAffinity))
+    assert recorder._vectorised is False
+    assert np.isfinite(est.task_affinity_.to_numpy()).all()
+    assert (np.diag(est.task_affinity_.to_numpy()) > 0).all()
