@@ -32,12 +32,12 @@ from skorch.history import History
 from skorch.utils import to_tensor
 from torch.utils.data import Dataset
 
-from .weighting._gradients import (
+from ._gradients import (
     attach_head_probe,
     combine_with_gradients,
     trunk_shared_parameters,
 )
-from .weighting._normalization import LossNormalization
+from ._normalization import LossNormalization
 
 PRECISIONS = ("float32", "bf16")
 

@@ -3,9 +3,9 @@
 Each strategy is a :class:`Weighting` (hyperparameters only, clonable)
 whose ``build`` returns a :class:`WeightingState` (a torch module) used
 during one fit; see :mod:`sklearn_mtl.weighting._base` for the contract.
-The engine's side lives here too: per-task gradients and the routed shared
-update (:mod:`._gradients`) and the estimator's ``loss_normalization``
-(:mod:`._normalization`).
+The engine's side (per-task gradients and the routed shared update, the
+estimator's ``loss_normalization``) lives beside the engine, in
+:mod:`sklearn_mtl._gradients` and :mod:`sklearn_mtl._normalization`.
 """
 
 from ._base import Weighting, WeightingState

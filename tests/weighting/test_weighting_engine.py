@@ -7,9 +7,12 @@ import pytest
 import torch
 from torch import nn
 
+from sklearn_mtl import _gradients
+from sklearn_mtl._gradients import naive_task_gradients, task_gradients
 from sklearn_mtl._losses import MultiTaskLoss
 from sklearn_mtl._modules import MLPTrunk, MultiTaskModule, TaskHeads
 from sklearn_mtl._net import MultiTaskNet
+from sklearn_mtl._normalization import LossNormalization, check_normalization
 from sklearn_mtl.architectures import PLE, CrossStitch, MMoE, SoftSharing
 from sklearn_mtl.weighting import (
     FAMO,
@@ -23,10 +26,7 @@ from sklearn_mtl.weighting import (
     UPGrad,
     Weighting,
     WeightingState,
-    _gradients,
 )
-from sklearn_mtl.weighting._gradients import naive_task_gradients, task_gradients
-from sklearn_mtl.weighting._normalization import LossNormalization, check_normalization
 
 F, T, B = 5, 3, 24
 KINDS = ["regression", "binary", "multiclass"]

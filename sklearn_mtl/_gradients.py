@@ -26,7 +26,7 @@ import weakref
 
 import torch
 
-from ._utils import weighted_sum
+from .weighting._utils import weighted_sum
 
 #: How combine_with_gradients computes the per-task gradients: "batched" (the
 #: engine above) or "naive" (one full backward pass per task; for benchmarks and
@@ -57,7 +57,7 @@ class KeepOutput:
 
 def _first_head_layer(heads):
     """The first TaskParallelLinear of engine TaskHeads, else None."""
-    from .._modules import TaskHeads, TaskParallelLinear
+    from ._modules import TaskHeads, TaskParallelLinear
 
     if not isinstance(heads, TaskHeads) or not len(heads.layers):
         return None
@@ -276,7 +276,7 @@ def _separable_heads(heads, n_tasks):
 
 
 def _find_separable(heads):
-    from .._modules import TaskHeads, TaskParallelLinear
+    from ._modules import TaskHeads, TaskParallelLinear
 
     if not isinstance(heads, TaskHeads):
         return None
