@@ -35,12 +35,12 @@ from skorch.history import History
 from skorch.utils import to_tensor
 from torch.utils.data import Dataset
 
-from .weighting._gradients import (
+from ._gradients import (
     attach_head_probe,
     combine_with_gradients,
     trunk_shared_parameters,
 )
-from .weighting._normalization import LossNormalization
+from ._normalization import LossNormalization
 
 PRECISIONS = ("float32", "bf16")
 OPTIMIZERS = {
@@ -572,16 +572,17 @@ class MultiTaskNet(NeuralNet):
         # Normalised training losses for the strategy (the history keeps the raw ones).
         normalization = getattr(self, "loss_normalization_", None)
         if normalization is not None and normalization.active:
-            losses, state.loss_scale = normalization(losses, present)
+            losses = normalization(losses, present)[0]
         mode = self.weighting.needs_grads
         if mode is None:
-            total = state.combine(losses, present)
+            step = state.combine(losses, present)
         else:
             shared, all_shared = trunk_shared_parameters(self.module_.trunk)
-            total = combine_with_gradients(
+            step = combine_with_gradients(
                 state, losses, present, self.module_.representation_, shared,
                 all_shared=all_shared, mode=mode, heads=getattr(self.module_, "heads", None))
-        self._accumulate_weights(state.last_weights)
+        self._accumulate_weights(step.weights)
+        total = step.loss
         penalty = self.module_.penalty()
         if penalty is not None:
             total = total + penalty
@@ -658,7 +659,12 @@ class MultiTaskNet(NeuralNet):
                 self._set_training(False)
                 losses, denominators = self.criterion_(self.infer(Xi), yi)
                 self._set_training(True)
-            self.weighting_.after_step(losses, denominators > 0)
+            present = denominators > 0
+            normalization = getattr(self, "loss_normalization_", None)
+            if normalization is not None:
+                # On the scale combine() saw: this step's divisors, not updated again.
+                losses = normalization.normalize(losses, present)
+            self.weighting_.after_step(losses, present)
         return step
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):

@@ -4,8 +4,6 @@ Everything here keeps tensors on the device of its inputs and never syncs
 with the host, so the loss-only strategies stay sync-free on CUDA.
 """
 
-import numbers
-
 import numpy as np
 import torch
 
@@ -75,7 +73,8 @@ def make_generator(random_state):
     ``None`` deliberately uses the global generator: the engine seeds torch
     from the estimator's ``random_state``, so a fit stays reproducible. An
     int seeds a private generator; a numpy ``RandomState``/``Generator``
-    supplies the seed. Draws happen on the CPU so that the same seed gives
+    supplies the seed (the value was validated with the strategy's
+    hyperparameters). Draws happen on the CPU so that the same seed gives
     the same draws on every device.
     """
     if random_state is None:
@@ -84,23 +83,16 @@ def make_generator(random_state):
         seed = int(random_state.randint(0, 2**31 - 1))
     elif isinstance(random_state, np.random.Generator):
         seed = int(random_state.integers(0, 2**31 - 1))
-    elif isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        seed = int(random_state)
     else:
-        raise ValueError(
-            f"random_state must be None, an int or a numpy random generator; got {random_state!r}."
-        )
+        seed = int(random_state)
     gen = torch.Generator(device="cpu")
     gen.manual_seed(seed)
     return gen
 
 
-def check_positive(name, value, strict=True):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite real number; got {value!r}.")
-    if value < 0 or (strict and value == 0):
-        raise ValueError(f"{name} must be {'> 0' if strict else '>= 0'}; got {value!r}.")
-    return float(value)
+#: The constraints of a ``random_state`` hyperparameter (scikit-learn's, plus a
+#: numpy ``Generator``).
+RANDOM_STATE = ["random_state", np.random.Generator]
 
 
 def adam_masked_step(

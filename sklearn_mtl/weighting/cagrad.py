@@ -1,12 +1,14 @@
 """CAGrad: conflict-averse gradient descent (Liu et al. 2021)."""
 
+from numbers import Integral, Real
+
 import numpy as np
 import torch
 from scipy.optimize import minimize
+from sklearn.utils._param_validation import Interval, Options
 
 from ._base import Weighting
 from ._gradient_state import GradientWeightingState
-from ._utils import check_positive
 
 RESCALES = (0, 1, 2)
 
@@ -264,7 +266,7 @@ class CAGrad(Weighting):
 
     ``needs_grads = "params"``. Static weights are priors: each ``g_t`` is
     scaled by ``w_t`` first (so ``g_0`` is the prior-weighted average).
-    ``last_weights``/``shared_coef`` are the update's coefficients.
+    The step's ``weights`` and ``shared_coef`` are the update's coefficients.
 
     Parameters
     ----------
@@ -276,13 +278,14 @@ class CAGrad(Weighting):
     """
 
     needs_grads = "params"
+    _parameter_constraints: dict = {
+        "c": [Interval(Real, 0, None, closed="left")],
+        "rescale": [Options(Integral, set(RESCALES))],
+    }
 
     def __init__(self, c=0.4, rescale=1):
         self.c = c
         self.rescale = rescale
 
     def build(self, static_weights, task_kinds=None):
-        c = check_positive("c", self.c, strict=False)
-        if self.rescale not in RESCALES or isinstance(self.rescale, bool):
-            raise ValueError(f"rescale must be one of {list(RESCALES)}; got {self.rescale!r}.")
-        return CAGradState(static_weights, c, int(self.rescale))
+        return CAGradState(static_weights, float(self.c), int(self.rescale))

@@ -5,7 +5,7 @@ import torch
 
 from ._base import Weighting
 from ._gradient_state import GradientWeightingState
-from ._utils import make_generator
+from ._utils import RANDOM_STATE, make_generator
 
 
 def pcgrad_coefficients_np(gram, orders):
@@ -87,7 +87,7 @@ class PCGrad(Weighting):
     gradients are left unchanged (plain sum).
 
     ``needs_grads = "params"``. Static weights are priors: each ``g_t`` is
-    scaled by ``w_t`` before the projections. ``last_weights``/
+    scaled by ``w_t`` before the projections. The step's ``weights`` and
     ``shared_coef`` are the coefficients of the update in the original
     gradients.
 
@@ -98,6 +98,7 @@ class PCGrad(Weighting):
     """
 
     needs_grads = "params"
+    _parameter_constraints: dict = {"random_state": RANDOM_STATE}
 
     def __init__(self, random_state=None):
         self.random_state = random_state
