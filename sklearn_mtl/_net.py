@@ -379,7 +379,7 @@ class MultiTaskNet(NeuralNet):
         synchronisation costs more than it saves), else unchanged. None: unchanged.
     loss_normalization : {'none', 'initial', 'running_mean'}, default='none'
         Per-task division of the training losses before the strategy sees them
-        (see :mod:`sklearn_mtl.weighting._normalization`); validation losses
+        (see :mod:`sklearn_mtl._normalization`); validation losses
         are never normalised.
 
     ``compile=True`` (skorch's parameter; ``compile__*`` passes options) runs

@@ -23,7 +23,7 @@ from ._modules import ACTIVATION_NAMES
 from ._net import PRECISIONS, OPTIMIZERS
 from .architectures import ARCHITECTURES, Architecture
 from .weighting import WEIGHTINGS, Weighting
-from .weighting._normalization import NORMALIZATIONS
+from ._normalization import NORMALIZATIONS
 
 
 class _Count(Interval):

@@ -7,7 +7,7 @@ with the host, so the loss-only strategies stay sync-free on CUDA.
 import numpy as np
 import torch
 
-TASK_KINDS = ("regression", "binary", "multiclass")
+from .._tasks import KINDS
 
 
 def masked_losses(losses, present):
@@ -61,9 +61,9 @@ def check_task_kinds(task_kinds, n_tasks):
     kinds = list(task_kinds)
     if len(kinds) != n_tasks:
         raise ValueError(f"task_kinds has {len(kinds)} entries for {n_tasks} tasks.")
-    bad = [k for k in kinds if k not in TASK_KINDS]
+    bad = [k for k in kinds if k not in KINDS]
     if bad:
-        raise ValueError(f"Unknown task kinds {bad}; expected one of {list(TASK_KINDS)}.")
+        raise ValueError(f"Unknown task kinds {bad}; expected one of {list(KINDS)}.")
     return kinds
 
 
