@@ -45,6 +45,14 @@ def masked_mean(x, present):
     return torch.where(present, x, torch.zeros_like(x)).sum() / n
 
 
+def on_host(solve, gram, *args):
+    """``solve`` (numpy float64 Gram matrix, *args -> coefficients) applied to a Gram
+    tensor: the one host crossing of the exact gradient methods (their small solvers
+    are numpy code); the result is a tensor like ``gram``."""
+    coef = solve(gram.detach().to("cpu", torch.float64).numpy(), *args)
+    return torch.as_tensor(coef, dtype=gram.dtype, device=gram.device)
+
+
 def epoch_array(values, like):
     """A per-epoch numpy array (or None) as a float tensor on ``like``'s device."""
     if values is None:

@@ -3,12 +3,12 @@
 from numbers import Integral, Real
 
 import numpy as np
-import torch
 from scipy.optimize import minimize
 from sklearn.utils._param_validation import Interval, Options
 
 from ._base import Weighting
 from ._gradient_state import GradientWeightingState
+from ._utils import on_host
 
 RESCALES = (0, 1, 2)
 
@@ -209,9 +209,7 @@ def cagrad_dual_weights(gram, c=0.4):
     authors' solver, 10-50x slower) as the fallback. Returns a tensor (k,)
     like ``gram``.
     """
-    M = gram.detach().to("cpu", torch.float64).numpy()
-    w = cagrad_dual_weights_np(M, c)
-    return torch.as_tensor(w, dtype=gram.dtype, device=gram.device)
+    return on_host(cagrad_dual_weights_np, gram, c)
 
 
 def cagrad_coefficients_np(M, c=0.4, rescale=1, hint=None):
@@ -236,9 +234,7 @@ def cagrad_coefficients(gram, c=0.4, rescale=1):
     ``g_w = 0`` (0 in the hull and no better w) the update falls back to
     ``g_0``: the direction term is undefined there.
     """
-    M = gram.detach().to("cpu", torch.float64).numpy()
-    coef = cagrad_coefficients_np(M, c, rescale)
-    return torch.as_tensor(coef, dtype=gram.dtype, device=gram.device)
+    return on_host(cagrad_coefficients_np, gram, c, rescale)
 
 
 class CAGradState(GradientWeightingState):

@@ -1,11 +1,11 @@
 """UPGrad: unconflicting projection of gradients (Quinton & Rey 2024)."""
 
 import numpy as np
-import torch
 from scipy.optimize import nnls
 
 from ._base import Weighting
 from ._gradient_state import GradientWeightingState
+from ._utils import on_host
 
 
 def _gram_root(M):
@@ -56,9 +56,7 @@ def upgrad_coefficients(gram, pref=None):
     projection is positively homogeneous, so ``pref_i proj(g_i) =
     proj(pref_i g_i)``. Returns a tensor (k,) like ``gram``.
     """
-    M = gram.detach().to("cpu", torch.float64).numpy()
-    coef = upgrad_coefficients_np(M, pref)
-    return torch.as_tensor(coef, dtype=gram.dtype, device=gram.device)
+    return on_host(upgrad_coefficients_np, gram, pref)
 
 
 class UPGradState(GradientWeightingState):
