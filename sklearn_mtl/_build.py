@@ -126,7 +126,9 @@ def build_module(estimator, params, n_outputs, X):
     else:
         heads = TaskHeads(trunk.out_features, n_outputs, head_sizes, estimator.activation,
                           estimator.dropout)
-    return MultiTaskModule(trunk, heads)
+    module = MultiTaskModule(trunk, heads)
+    module.check_rows = estimator.module is not None
+    return module
 
 
 def _callbacks(estimator):

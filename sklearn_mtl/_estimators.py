@@ -301,22 +301,33 @@ class _MultiTaskBase(BaseEstimator):
             net.partial_fit(train, None, epochs=epochs)
         except TrainingDivergedError as exc:
             self._recover(exc, before)
+        except Exception:
+            # A failure inside training (a user callback or module): a fresh fit leaves
+            # no half-trained model, a continued one the weights it started from.
+            self._rewind(before)
+            raise
         self.n_epochs_ = len(net.history)
 
     def _recover(self, exc, before):
         """After a diverged fit: the best finite checkpoint (early stopping) with a
         warning, else the weights before this call (continued training) or no model,
         and the error."""
-        best_epoch = self.net_.restore(before)
+        best_epoch = self.net_.restore_best()
         if best_epoch is not None:
             warnings.warn(f"{exc} The weights of epoch {best_epoch} (the best validation "
                           "loss) were restored.", UserWarning, stacklevel=4)
             return
-        if before is None:
-            for name in ("net_", "tasks_", "task_names_", "task_params_", "target_format_",
-                         "n_epochs_"):
-                self.__dict__.pop(name, None)
+        self._rewind(before)
         raise exc
+
+    def _rewind(self, before):
+        """Back to the weights ``before`` a continued call, or unfitted after a fresh fit."""
+        if before is not None:
+            self.net_.load_weights(before)
+            return
+        for name in ("net_", "tasks_", "task_names_", "task_params_", "target_format_",
+                     "n_epochs_"):
+            self.__dict__.pop(name, None)
 
     # ------------------------------------------------------------------
     # Prediction

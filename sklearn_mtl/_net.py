@@ -457,18 +457,21 @@ class MultiTaskNet(NeuralNet):
         self.set_params(train_split=None if valid is None else predefined_split(valid))
         return train
 
-    def restore(self, before):
-        """After :class:`TrainingDivergedError`: load early stopping's best weights and
-        return their epoch, else load ``before`` (a state dict, or None to leave the
-        weights) and return None. The optimizer restarts (its moments hold the
-        diverged steps)."""
+    def restore_best(self):
+        """Load early stopping's best weights and return their epoch (None when there
+        are none), e.g. after :class:`TrainingDivergedError`."""
         stopper = dict(self.callbacks_).get("early_stopping")
         best = getattr(stopper, "best_model_weights_", None)
-        state = best if best is not None else before
-        if state is not None:
-            self.module_.load_state_dict(state)
-            self.initialize_optimizer()
-        return stopper.best_epoch_ if best is not None else None
+        if best is None:
+            return None
+        self.load_weights(best)
+        return stopper.best_epoch_
+
+    def load_weights(self, state_dict):
+        """Load module weights; the optimizer restarts (its moments belong to the
+        steps that are being undone)."""
+        self.module_.load_state_dict(state_dict)
+        self.initialize_optimizer()
 
     # ------------------------------------------------------------------
     # Inference
