@@ -24,6 +24,7 @@ from . import _docs, _scoring
 from ._build import build_net, initialize, trial_losses
 from ._net import TrainingDivergedError, seeded_torch, split_tables
 from ._outputs import format_predictions, per_task
+from ._params import validate_constraints
 from ._task_params import classes_by_task, resolve_task_params, static_weights
 from ._tasks import (
     class_weight_vectors,
@@ -146,6 +147,10 @@ class _MultiTaskBase(BaseEstimator):
             merged.update(entries)
             params[head] = merged
         return super().set_params(**params)
+
+    def _validate_params(self):
+        validate_constraints(self._parameter_constraints, self.get_params(deep=False),
+                             type(self).__name__)
 
     # ------------------------------------------------------------------
     # Fitting

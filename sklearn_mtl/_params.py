@@ -1,4 +1,4 @@
-"""Declared parameter validation of the configurations (strategies, architectures).
+"""Declared parameter validation of the estimators and their configurations.
 
 A configuration holds hyperparameters only and declares them, as a
 scikit-learn estimator does, in ``_parameter_constraints`` (see
@@ -27,7 +27,7 @@ from sklearn.utils._param_validation import (
 
 def _admits_bool(constraints):
     for constraint in constraints:
-        if isinstance(constraint, str) and constraint == "boolean":
+        if isinstance(constraint, str) and constraint in ("boolean", "verbose"):
             return True
         if constraint is bool or constraint is object:
             return True
