@@ -20,10 +20,10 @@ from sklearn.utils import ClassifierTags, check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
-from . import _docs, _scoring
+from . import _docs, _scoring, _summary
 from ._build import build_net, initialize, trial_losses
 from ._net import TrainingDivergedError, seeded_torch, split_tables
-from ._outputs import format_predictions, per_task
+from ._outputs import format_predictions, per_task, probability_frames
 from ._task_params import classes_by_task, resolve_task_params, static_weights
 from ._tasks import (
     class_weight_vectors,
@@ -360,19 +360,37 @@ class _MultiTaskBase(BaseEstimator):
         return any(t.is_classifier for t in self._predicted_tasks())
 
     @available_if(_has_classification_task)
-    def predict_proba(self, X):
+    def predict_proba(self, X, *, as_frame=False):
         """Class probabilities of the classification tasks.
 
-        Columns follow ``classes_``. The form follows the ``y`` given to ``fit``,
-        as ``classes_`` does: one task (1-D y) -> array (n_samples, n_classes), as
-        any scikit-learn classifier; 2-D array y -> a list with one such array per
-        column (scikit-learn's multi-output form; None for a regression task);
-        DataFrame or dict y -> dict task -> array, for the classification tasks.
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Numeric features, as for ``predict``.
+        as_frame : bool, default=False
+            If True, each task's probabilities are a DataFrame whose columns are
+            that task's ``classes_`` and whose index is X's (a DataFrame X) or
+            0..n-1: one DataFrame for a 1-D y, else a dict task -> DataFrame for
+            the classification tasks (whatever Y's container).
+
+        Returns
+        -------
+        proba : ndarray, list or dict
+            Columns follow ``classes_``. The form follows the ``y`` given to
+            ``fit``, as ``classes_`` does: one task (1-D y) -> array (n_samples,
+            n_classes), as any scikit-learn classifier; 2-D array y -> a list
+            with one such array per column (scikit-learn's multi-output form;
+            None for a regression task); DataFrame or dict y -> dict task ->
+            array, for the classification tasks. With ``as_frame=True``,
+            DataFrames as described above.
         """
-        pairs, _ = self._task_outputs(X)
-        return per_task(self.target_format_, self.task_names_,
-                        {task.name: probabilities(task, raw) for task, raw in pairs
-                         if task.is_classifier})
+        pairs, index = self._task_outputs(X)
+        values = {task.name: probabilities(task, raw) for task, raw in pairs
+                  if task.is_classifier}
+        if as_frame:
+            classes = {t.name: t.classes_ for t in self._predicted_tasks() if t.is_classifier}
+            return probability_frames(self.target_format_, values, classes, index)
+        return per_task(self.target_format_, self.task_names_, values)
 
     @property
     def classes_(self):
@@ -396,6 +414,20 @@ class _MultiTaskBase(BaseEstimator):
         """The skorch history of the fit: per-epoch losses, per task included."""
         check_is_fitted(self)
         return self.net_.history
+
+    def summary(self):
+        """The fitted network, in the spirit of Keras's ``model.summary()``.
+
+        Returns
+        -------
+        summary : ModelSummary
+            ``print(summary)`` shows the network's parts (trunk, each task's
+            head, the weighting state) with their parameter counts, then each
+            task's kind, outputs, loss and loss weight; ``.parts`` and
+            ``.tasks`` are those tables as DataFrames (HTML in a notebook).
+        """
+        check_is_fitted(self)
+        return _summary.describe(self)
 
     # ------------------------------------------------------------------
     # Scoring
