@@ -20,7 +20,7 @@ from sklearn.utils import ClassifierTags, check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
-from . import _docs, _scoring, _summary
+from . import _docs, _scorer_guard, _scoring, _summary
 from ._build import build_net, initialize, trial_losses
 from ._net import TrainingDivergedError, seeded_torch, split_tables
 from ._outputs import format_predictions, per_task, probability_frames
@@ -191,10 +191,13 @@ class _MultiTaskBase(BaseEstimator):
                          classes=classes)
 
     def _fit(self, X, y, sample_weight, epochs, continuing, classes=None):
+        X_given = X
         X, names, columns, dtypes, target_format, sample_weight = self._read_data(
             X, y, sample_weight, continuing)
         tasks, params = self._resolve_tasks(names, columns, dtypes, sample_weight, classes,
                                             continuing)
+        # In a search or cross-validation: refuse a scorer that cannot score these tasks.
+        scorer_check = _scorer_guard.FitCheck(self, tasks, len(names), target_format.container, y)
         class_weights = class_weight_vectors(tasks, columns, self.class_weight, sample_weight)
         targets = encode_targets(tasks, columns, sample_weight, class_weights)
         device = resolve_device(self.device)
@@ -205,6 +208,7 @@ class _MultiTaskBase(BaseEstimator):
             else:
                 self._new_net(tasks, params, target_format, X, targets, device, seeds)
             self._train(X, targets, epochs, seeds[1], device, continuing)
+        scorer_check.trial(self, X_given, y)
         return self
 
     def _read_data(self, X, y, sample_weight, continuing):
@@ -327,6 +331,7 @@ class _MultiTaskBase(BaseEstimator):
     def _task_outputs(self, X):
         """(task, raw output (n, k)) of each predicted task, and X's index."""
         check_is_fitted(self)
+        _scorer_guard.check_scorer_call(self)
         index = X.index if isinstance(X, pd.DataFrame) else None
         X = validate_X(self, X, reset=False, min_samples=0)
         out = self.net_.raw_outputs(X)
@@ -398,6 +403,7 @@ class _MultiTaskBase(BaseEstimator):
         an array (one task), a list per column (2-D array y), or a dict task -> array
         (DataFrame or dict y). Absent when no task is a classification task."""
         check_is_fitted(self)
+        _scorer_guard.check_scorer_call(self)
         values = {t.name: t.classes_ for t in self._predicted_tasks() if t.is_classifier}
         if not values:
             raise AttributeError(f"{type(self).__name__} has no classes_: none of its tasks is "

@@ -21,6 +21,14 @@ y)`` that also work inside ``GridSearchCV``, ``RandomizedSearchCV``,
 ``HalvingRandomSearchCV``, ``cross_validate`` and ``permutation_importance``,
 on the estimator alone or at the end of a Pipeline, and take
 ``set_score_request(sample_weight=True)`` under metadata routing.
+
+A plain metric name (``scoring='accuracy'``) is scikit-learn's own scorer: it
+scores an estimator with one task, fitted from a 1-D y without missing
+labels, as any scikit-learn classifier or regressor; for anything else
+(several tasks, missing labels, a metric of the other kind) the estimator
+refuses it with a ValueError that names the scorers here (see
+:mod:`sklearn_mtl._scorer_guard`), in searches and cross-validation at fit
+time, so that no search ranks candidates on NaN scores.
 """
 
 import warnings
