@@ -134,7 +134,9 @@ ATTRIBUTES = """\
         array y (None for a regression task, scikit-learn's multi-output
         form), a dict task -> array for a DataFrame or dict y.
         ``predict_proba`` answers in the same form; ``predict`` answers in
-        y's own container (DataFrame in, DataFrame out).
+        y's own container (DataFrame in, DataFrame out, under X's index when X
+        is a DataFrame). ``predict_proba(X, as_frame=True)`` gives DataFrames
+        with the classes as columns; ``summary()`` describes the network.
     n_features_in_, feature_names_in_ : as in scikit-learn.
 """
 
@@ -156,7 +158,11 @@ MIXED_NOTES = """
     (``is_classifier`` is False): cross-validation uses plain K-fold, since
     stratifying on several columns is not defined. ``score`` is the mean over
     tasks of R² (regression) and accuracy (classification); for other metrics
-    and per-task scores in searches see :mod:`sklearn_mtl.metrics`.
+    and per-task scores in searches see :mod:`sklearn_mtl.metrics`
+    (``make_task_scorers``, ``task_report``). A plain ``scoring='<metric>'``
+    works for one task from a 1-D y without missing labels (metrics on
+    predictions only: this estimator is no classifier); otherwise it is
+    refused with an error naming those scorers.
 """
 
 REGRESSOR = """\
@@ -167,7 +173,10 @@ Multi-task network whose tasks are all regression.
     masked per task. ``score`` is the uniform average of the per-task R²
     (scikit-learn's ``r2_score`` default), each over its observed labels.
     There is no ``predict_proba`` or ``classes_``; ``partial_fit`` takes no
-    ``classes``.
+    ``classes``. A plain ``scoring='r2'`` (any regression metric name) works
+    for a 1-D y without missing labels; with several tasks or missing labels
+    use :func:`sklearn_mtl.make_task_scorers` (the plain name is refused
+    with an error saying so).
 
 """
 
@@ -182,7 +191,11 @@ Multi-task network whose tasks are all classification.
     (DataFrame or dict y) both are dicts task -> array. ``class_weight`` also
     takes scikit-learn's forms: a dict label -> weight for a single task, or a
     list of them, one per column. ``score`` is the mean over tasks of the
-    accuracy, each over its observed labels.
+    accuracy, each over its observed labels. A plain ``scoring='accuracy'``
+    or ``'roc_auc'`` (any classification metric name) works for a 1-D y
+    without missing labels; otherwise use
+    :func:`sklearn_mtl.make_task_scorers` (the plain name is refused with an
+    error saying so).
 
     As a classifier it gets stratified folds from ``cv=<int>`` when y is one
     column. When y has missing labels, pass the splitter yourself (e.g.

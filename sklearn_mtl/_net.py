@@ -28,6 +28,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
 from skorch import NeuralNet
 from skorch.callbacks import Callback
 from skorch.helper import predefined_split
@@ -84,6 +85,20 @@ class TensorTable(Dataset):
 
 def _is_cuda(device):
     return device is not None and torch.device(device).type == "cuda"
+
+
+def fit_seeds(random_state, epochs_done=None):
+    """Seeds of one fit call: (initialisation and dropout, validation split, shuffling).
+
+    A continued call (``epochs_done`` epochs so far) draws fresh ones, the same for
+    the same random_state and epoch count: otherwise every partial_fit call would
+    replay the first epoch's batch order.
+    """
+    seeds = check_random_state(random_state).randint(np.iinfo(np.int32).max, size=3)
+    if epochs_done is not None:
+        seeds = np.random.default_rng([int(v) for v in seeds] + [epochs_done]).integers(
+            np.iinfo(np.int32).max, size=3)
+    return [int(s) for s in seeds]
 
 
 @contextlib.contextmanager
