@@ -20,7 +20,7 @@ from sklearn.utils import ClassifierTags, check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
-from . import _docs, _scoring
+from . import _docs, _persistence, _scoring
 from ._build import build_net, initialize, trial_losses
 from ._net import TrainingDivergedError, seeded_torch, split_tables
 from ._outputs import format_predictions, per_task
@@ -390,6 +390,22 @@ class _MultiTaskBase(BaseEstimator):
         # Fitted means a trained network: a fit that failed after validating X has
         # set n_features_in_ but left the estimator unfitted.
         return hasattr(self, "net_")
+
+    # ------------------------------------------------------------------
+    # Saving and loading: pickle, joblib and skops share these two methods.
+
+    def __getstate__(self):
+        """The state with the network as numpy arrays and the specification to rebuild it
+        (see :mod:`sklearn_mtl._persistence`); plain data except what the user passed
+        (a custom ``module``, loss callables, optimizer classes, callbacks)."""
+        return _persistence.estimator_state(super().__getstate__())
+
+    def __setstate__(self, state):
+        """Restore a saved state, rebuilding the network on the CPU when the device it
+        was trained on (CUDA) is absent."""
+        state, net = _persistence.split_state(state)
+        super().__setstate__(state)
+        _persistence.attach_net(self, net)
 
     @property
     def history_(self):
