@@ -407,6 +407,52 @@ class _MultiTaskBase(BaseEstimator):
         super().__setstate__(state)
         _persistence.attach_net(self, net)
 
+    def to_onnx(self, path=None, *, opset=None, dtype="float32", verify=True):
+        """Export the fitted model to ONNX, for serving with onnxruntime (or any ONNX
+        runtime) without Python, torch or this package.
+
+        Needs the ``serving`` extra (onnx and onnxscript to export, onnxruntime to
+        verify and run the model).
+
+        Parameters
+        ----------
+        path : str or path-like, default=None
+            Where to write the model; None writes nothing.
+        opset : int, default=None
+            ONNX opset of the default domain (None: torch's default). Give the
+            opset of a preprocessing graph the model is to be merged with.
+        dtype : {'float32', 'float64'}, default='float32'
+            Precision the network and the decoding run in. The input is float32
+            in both cases; 'float64' gives the estimator's own outputs (it
+            predicts in float64) up to ~1e-15.
+        verify : bool, default=True
+            Run the exported network with onnxruntime on random rows, at batch
+            sizes other than the one it was traced with, against the torch
+            network; a mismatch (a trace that depends on its example input) raises.
+
+        Returns
+        -------
+        model : onnx.ModelProto
+            Input ``X`` (batch, n_features) float32. Outputs: ``raw``, the packed
+            network outputs; per predicted task, ``<key>_value`` (regression, on
+            y's scale) or ``<key>_label`` and ``<key>_proba`` (classification,
+            the labels of ``classes_`` and the columns of ``predict_proba``).
+            ``<key>`` is the task label made an identifier (runs of characters
+            other than letters, digits and ``_`` become ``_``, a tuple's parts are
+            joined by ``_``, a repeated key gets ``_2``...); the model's metadata
+            entry ``sklearn_mtl`` lists tasks, keys, outputs and classes as JSON.
+
+        Raises
+        ------
+        ValueError
+            When torch cannot export the network, or the exported network does not
+            reproduce it (e.g. a ``module=`` whose forward torch.export cannot
+            trace); the message names the module.
+        """
+        from ._onnx import export_onnx
+
+        return export_onnx(self, path, opset=opset, dtype=dtype, verify=verify)
+
     @property
     def history_(self):
         """The skorch history of the fit: per-epoch losses, per task included."""
