@@ -398,12 +398,12 @@ class _MultiTaskBase(BaseEstimator):
         """The state with the network as numpy arrays and the specification to rebuild it
         (see :mod:`sklearn_mtl._persistence`); plain data except what the user passed
         (a custom ``module``, loss callables, optimizer classes, callbacks)."""
-        return _persistence.estimator_state(super().__getstate__())
+        return _persistence.estimator_state(super().__getstate__(), self._get_param_names())
 
     def __setstate__(self, state):
         """Restore a saved state, rebuilding the network on the CPU when the device it
         was trained on (CUDA) is absent."""
-        state, net = _persistence.split_state(state)
+        state, net = _persistence.split_state(state, self._get_param_names())
         super().__setstate__(state)
         _persistence.attach_net(self, net)
 

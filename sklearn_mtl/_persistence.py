@@ -15,17 +15,23 @@ not plain data by a record made of Python builtins and numpy arrays:
   task label may be a tuple), dtypes their string, an Index its values,
   dtype and names.
 
-``__setstate__`` (:func:`restore_estimator_state`) rebuilds the dataclasses,
-then the net with the package's own builders (:func:`._build.build_net` and
-:func:`._build.initialize`, in a forked torch RNG so that loading draws
-nothing from the caller's random stream), and loads the arrays into it. A
-model trained on CUDA loads on the CPU, with a warning, where CUDA is absent.
+Parameters that are dicts keyed by tuples (task labels of a MultiIndex Y)
+become lists of pairs too, and an ordinary ``module=`` instance (a tree of
+``nn.Module`` without hooks or pickling of its own) becomes its classes and
+``__dict__`` with arrays for tensors, what pickling it would store.
 
-What is not plain data is what the user gave: a custom ``module=``, a loss
-callable, an optimizer class, skorch callbacks. They are pickled as they are
-(torch's own pickling for torch modules), and skops lists their types as
-untrusted. Nothing else in the state is of a type outside builtins, numpy,
-scikit-learn and this package.
+``__setstate__`` (:func:`split_state`, :func:`attach_net`) rebuilds the
+parameters and dataclasses, then the net with the package's own builders
+(:func:`._build.build_net` and :func:`._build.initialize`, in a forked torch
+RNG so that loading draws nothing from the caller's random stream), and loads
+the arrays into it. A model trained on CUDA loads on the CPU, with a warning,
+where CUDA is absent.
+
+What cannot be plain data is code the user gave: a ``module=`` class, loss
+callables, an optimizer class, skorch callbacks, a module with hooks. They
+are saved as they are (by reference, or torch's own pickling), and skops
+lists their types as untrusted. Nothing else in the state is of a type
+outside builtins, numpy, scikit-learn and this package.
 """
 
 import dataclasses
@@ -124,12 +130,12 @@ _HOOKS = ("_backward_pre_hooks", "_backward_hooks", "_forward_hooks",
 def _is_plain_module(module):
     """Whether ``module`` (and every submodule) is an ordinary nn.Module: its state is
     its ``__dict__`` (torch's default pickling), without hooks, compiled calls or tensor
-    subclasses, so that :func:`module_record` captures all of it."""
+    subclasses, so that :func:`module_record` captures all of it. (A class's own
+    ``__setstate__``, e.g. the convolutions', is what loading calls, as pickle does.)"""
     for m in module.modules():
         cls = type(m)
         if (isinstance(m, torch.jit.ScriptModule)
                 or cls.__getstate__ is not torch.nn.Module.__getstate__
-                or cls.__setstate__ is not torch.nn.Module.__setstate__
                 or cls.__reduce_ex__ is not object.__reduce_ex__
                 or cls.__reduce__ is not object.__reduce__
                 or m.__dict__.get("_compiled_call_impl") is not None
@@ -184,7 +190,7 @@ def module_from_record(record):
         attributes.get("_non_persistent_buffers_set", ()))
     cls = record["torch_module"]
     module = cls.__new__(cls)
-    module.__setstate__(attributes)  # nn.Module's: adds the (empty) hook dicts
+    module.__setstate__(attributes)  # the class's own, as unpickling calls it
     return module
 
 
@@ -220,6 +226,33 @@ def index_from_record(record):
                              codes=record["codes"], names=record["names"])
     return pd.Index(record["values"], dtype=record["dtype"], name=record["name"],
                     tupleize_cols=False)
+
+
+# ---------------------------------------------------------------------------
+# Dicts keyed by task labels (parameters such as loss_weights={("body", "mass"): 2})
+
+# The key of the record of a dict with keys skops cannot store (tuples...).
+_PAIRS_TAG = "__sklearn_mtl_dict_items__"
+_PLAIN_KEYS = (str, int, float, bool, type(None))
+
+
+def keyed_record(value):
+    """``value`` with every dict whose keys are not all str/int/float/bool/None (a
+    MultiIndex column label is a tuple) replaced by ``{_PAIRS_TAG: [[key, value]...]}``."""
+    if isinstance(value, dict) and type(value) is dict:
+        items = {k: keyed_record(v) for k, v in value.items()}
+        if all(isinstance(k, _PLAIN_KEYS) for k in items):
+            return items
+        return {_PAIRS_TAG: [[k, v] for k, v in items.items()]}
+    return value
+
+
+def keyed_from_record(value):
+    if isinstance(value, dict) and type(value) is dict:
+        if set(value) == {_PAIRS_TAG}:
+            return {k: keyed_from_record(v) for k, v in value[_PAIRS_TAG]}
+        return {k: keyed_from_record(v) for k, v in value.items()}
+    return value
 
 
 # ---------------------------------------------------------------------------
@@ -374,10 +407,14 @@ def _load_states(net, record, estimator):
 # The estimator
 
 
-def estimator_state(state):
+def estimator_state(state, param_names=()):
     """``state`` (a copy of a fitted estimator's ``__dict__``) with its fitted objects
-    replaced by plain-data records; the objects themselves are not modified."""
+    replaced by plain-data records, and its dict parameters (``param_names``) keyed
+    plainly; the objects themselves are not modified."""
     state = dict(state)
+    for name in param_names:
+        if type(state.get(name)) is dict:
+            state[name] = keyed_record(state[name])
     module = state.get("module")
     if isinstance(module, torch.nn.Module) and _is_plain_module(module):
         state["module"] = module_record(module)
@@ -393,11 +430,15 @@ def estimator_state(state):
     return state
 
 
-def split_state(state):
-    """``(state, net)`` from :func:`estimator_state`'s output: the dataclasses rebuilt,
-    and the net record (or a net saved before records existed, or None) taken out.
-    The net is attached by :func:`attach_net` once the rest of the state is set."""
+def split_state(state, param_names=()):
+    """``(state, net)`` from :func:`estimator_state`'s output: the parameters and the
+    dataclasses rebuilt, and the net record (or a net saved before records existed,
+    or None) taken out. The net is attached by :func:`attach_net` once the rest of
+    the state is set."""
     state = dict(state)
+    for name in param_names:
+        if type(state.get(name)) is dict:
+            state[name] = keyed_from_record(state[name])
     if _is_module_record(state.get("module")):
         state["module"] = module_from_record(state["module"])
     for name, container in _RECORDED.items():
