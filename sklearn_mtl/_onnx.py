@@ -33,6 +33,7 @@ tensors).
 
 import contextlib
 import copy
+import importlib
 import io
 import json
 import logging
@@ -58,7 +59,7 @@ _VERIFY_RTOL = 1e-4
 
 def _require(name, what):
     try:
-        return __import__(name)
+        return importlib.import_module(name)
     except ImportError as exc:
         raise ImportError(f"{what} needs the optional package {name!r}; install it with "
                           f"`pip install \"sklearn-mtl[serving]\"`.") from exc

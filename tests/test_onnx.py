@@ -134,7 +134,12 @@ def test_float64_export_gives_the_estimators_own_outputs(tmp_path):
     estimator = MultiTaskRegressor(**{**TINY, "auxiliary_tasks": None}).fit(
         X, Y[["body mass", "hint"]].to_numpy())
     path = tmp_path / "model.onnx"
+    before, training = estimator.predict(X), estimator.net_.module_.training
     model = estimator.to_onnx(path, dtype="float64")
+    # Exporting works on a copy: the estimator's network is as it was.
+    np.testing.assert_array_equal(estimator.predict(X), before)
+    assert estimator.net_.module_.training == training
+    assert {p.dtype for p in estimator.net_.module_.parameters()} == {torch.float32}
     assert isinstance(model, onnx.ModelProto) and path.exists()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["raw", "task_0_value", "task_1_value"]
