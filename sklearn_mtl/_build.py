@@ -30,6 +30,13 @@ _TRIAL_ROWS = 3
 _TRIAL_LOSS_ROWS = 64
 _TARGETS = {"regression": "standardised values", "binary": "0/1 floats",
             "multiclass": "int64 class codes"}
+#: The estimator parameters :func:`build_net` reads, besides ``module`` and
+#: ``callbacks``. Each net keeps their values at build time (``net.build_params``),
+#: so that a saved model is rebuilt as it was fitted (see :mod:`._persistence`).
+BUILD_PARAMS = ("hidden_layer_sizes", "head_hidden_sizes", "activation", "dropout",
+                "architecture", "weighting", "loss_normalization", "optimizer",
+                "optimizer_kwargs", "alpha", "lr", "max_epochs", "batch_size",
+                "early_stopping", "patience", "tol", "verbose", "precision", "compile")
 
 
 def _silent(*args, **kwargs):
@@ -178,7 +185,7 @@ def build_net(estimator, tasks, params, X, device, seeds):
     criterion = MultiTaskLoss([t.kind for t in tasks], [t.loss for t in tasks], n_outputs,
                               module.heads.max_out)
     optimizer, optimizer_params = _optimizer(estimator)
-    return MultiTaskNet(
+    net = MultiTaskNet(
         module=module,
         criterion=criterion,
         optimizer=optimizer,
@@ -209,6 +216,8 @@ def build_net(estimator, tasks, params, X, device, seeds):
         optimizer__weight_decay=estimator.alpha,
         **optimizer_params,
     )
+    net.build_params = {name: copy.deepcopy(getattr(estimator, name)) for name in BUILD_PARAMS}
+    return net
 
 
 def initialize(net, estimator):

@@ -21,6 +21,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from . import _docs, _scorer_guard, _scoring, _summary
+from ._persistence import SavingMixin
 from ._build import build_net, initialize, trial_losses
 from ._net import TrainingDivergedError, fit_seeds, seeded_torch, split_tables
 from ._outputs import format_predictions, per_task, probability_frames
@@ -89,7 +90,7 @@ def _multitask_tags(estimator, tags):
     return tags
 
 
-class _MultiTaskBase(BaseEstimator):
+class _MultiTaskBase(SavingMixin, BaseEstimator):
     """Shared implementation of the multi-task estimators (see the public classes)."""
 
     #: Kinds a subclass accepts (None: any).
@@ -438,6 +439,7 @@ class _MultiTaskBase(BaseEstimator):
         # Fitted means a trained network: a fit that failed after validating X has
         # set n_features_in_ but left the estimator unfitted.
         return hasattr(self, "net_")
+
 
     @property
     def history_(self):
