@@ -1,10 +1,12 @@
-"""Disease risk (binary) and length of stay (days) from one network.
+"""
+Disease risk (binary) and length of stay (days) from one network
+================================================================
 
 The classic two-head network: shared layers 64 and 64, each head one hidden
 layer of 20 and its output. A fifth of the labels of each target are
 missing; each task learns from the rows where it has a label.
 
-Run: python examples/healthcare.py
+Run: ``python examples/healthcare.py``
 """
 
 import numpy as np

@@ -1,4 +1,6 @@
-"""Your own trunk: a small CNN on scikit-learn's 8x8 digits, two tasks on top.
+"""
+Your own trunk: a small CNN on scikit-learn's 8x8 digits, two tasks on top
+==========================================================================
 
 The trunk is any ``torch.nn.Module`` mapping X (here flattened 8x8 images)
 to a representation; the heads, losses, loss weights and scikit-learn face
@@ -6,7 +8,7 @@ stay as they are. Tasks: the digit (10 classes) and the amount of ink in the
 image (regression), plus "is the digit even" as an auxiliary task: trained to
 shape the trunk, never predicted.
 
-Run: python examples/images_multitask.py
+Run: ``python examples/images_multitask.py``
 """
 
 import numpy as np

@@ -1,4 +1,6 @@
-"""Quickstart: one network for three penguin tasks.
+"""
+Quickstart: one network for three penguin tasks
+===============================================
 
 Species (3 classes), sex (binary, 11 labels missing) and body mass (grams,
 regression) from bill and flipper measurements, island and year. The
@@ -8,7 +10,7 @@ per task, and the first held-out predictions next to the true labels, under
 the rows' own index (the preprocessing outputs pandas, so X's index reaches
 the estimator and its predictions keep it).
 
-Run: python examples/quickstart.py
+Run: ``python examples/quickstart.py``
 """
 
 import time

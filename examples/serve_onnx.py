@@ -1,4 +1,6 @@
-"""Serving with ONNX: scikit-learn preprocessing and the multi-task network in one graph.
+"""
+Serving with ONNX: preprocessing and the multi-task network in one graph
+========================================================================
 
 A pipeline (imputation, scaling and one-hot encoding of the raw penguin table,
 then one network for species, sex and body mass) is fitted as usual. Its two
@@ -13,8 +15,8 @@ predictions of the merged model are compared with the pipeline's own: labels
 agree, values and probabilities agree to float32 precision (both halves run
 in float32 in ONNX; the pipeline computes in float64).
 
-Needs the serving extra: pip install "sklearn-mtl[serving,examples]"
-Run: python examples/serve_onnx.py
+Needs the serving extra: ``pip install "sklearn-mtl[serving,examples]"``
+Run: ``python examples/serve_onnx.py``
 """
 
 import tempfile

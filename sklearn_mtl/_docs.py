@@ -1,7 +1,15 @@
 """Shared docstring sections of the estimators (numpydoc), so that ``help()`` on each
 public class lists every parameter and attribute."""
 
+# The paragraph ends the extended summary: numpydoc reads every line inside
+# Parameters as a parameter. The blank last line lets the next heading be one.
 PARAMETERS = """\
+    Task-keyed parameters (``tasks``, ``losses``, ``loss_weights``,
+    ``auxiliary_tasks``, ``head_inputs``, ``task_depth``, ``class_weight``)
+    name tasks by Y's own column labels (str, int, tuple, ...); a string
+    key also reaches the one task whose label prints as it, so that
+    ``set_params(loss_weights__0=2)`` reaches column ``0``.
+
     Parameters
     ----------
     tasks : None, list, or dict task -> kind, default=None
@@ -112,11 +120,6 @@ PARAMETERS = """\
         Extra callbacks (instances or ``(name, callback)`` pairs; copied,
         never mutated).
 
-    Task-keyed parameters (``tasks``, ``losses``, ``loss_weights``,
-    ``auxiliary_tasks``, ``head_inputs``, ``task_depth``, ``class_weight``)
-    name tasks by Y's own column labels (str, int, tuple, ...); a string
-    key also reaches the one task whose label prints as it, so that
-    ``set_params(loss_weights__0=2)`` reaches column ``0``.
 """
 
 ATTRIBUTES = """\

@@ -63,6 +63,8 @@ class Uncertainty(Weighting):
     init_log_variance : float, default=0.0
         Initial value of every ``s_t``.
 
+    Notes
+    -----
     ``build(static_weights, task_kinds=None)``: ``task_kinds`` is an optional
     list with one of ``'regression'``, ``'binary'``, ``'multiclass'`` per task
     and selects each task's form; None treats every task as regression.
