@@ -46,9 +46,9 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sklearn_mtl import MultiTaskRegressorClassifier
+from sklearn_mtl import MultiTaskRegressorClassifier, _gradients
 from sklearn_mtl.datasets import load_penguins
-from sklearn_mtl.weighting import WEIGHTINGS, _gradients
+from sklearn_mtl.weighting import WEIGHTINGS
 
 METHODS = list(WEIGHTINGS)
 GRADIENT = [name for name, cls in WEIGHTINGS.items() if cls.needs_grads]

@@ -1,13 +1,16 @@
-"""Disease risk (binary) and length of stay (days) from one network.
+"""
+Disease risk (binary) and length of stay (days) from one network
+================================================================
 
 The classic two-head network: shared layers 64 and 64, each head one hidden
 layer of 20 and its output. A fifth of the labels of each target are
 missing; each task learns from the rows where it has a label.
 
-Run: python examples/healthcare.py
+Run: ``python examples/healthcare.py``
 """
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import accuracy_score, mean_absolute_error, roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
@@ -46,6 +49,13 @@ def main():
     mae = mean_absolute_error(y_stay, pred.loc[has_stay, "stay_days"])
     baseline = mean_absolute_error(y_stay, np.full(len(y_stay), Y_train["stay_days"].median()))
     print(f"stay MAE:         {mae:.2f} days (predicting the median: {baseline:.2f} days)")
+
+    # Predictions and probabilities keep X's index (patient_id): they sit beside Y_test.
+    first = X_test.head()
+    risk_table = model.predict_proba(first, as_frame=True)["disease"].add_prefix("P(disease=")
+    print("\nfirst held-out patients:")
+    print(pd.concat([Y_test.loc[first.index], model.predict(first).add_suffix("_pred"),
+                     risk_table.add_suffix(")")], axis=1).round(2).to_string())
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
-"""Tune loss weights like any hyperparameter: a randomized search over patient records.
+"""
+Tune loss weights like any hyperparameter
+=========================================
 
-Two tasks share one network: disease (binary, scored by ROC AUC) and length
-of stay (days, scored by mean absolute error). A fifth of each task's labels
-are missing; the scorers leave those rows out. RandomizedSearchCV draws the
-weight of each task's loss from a log-uniform distribution, scores every
-candidate on both tasks (one scorer per task) and refits the candidate with
-the best disease ROC AUC. The script prints the top candidates and a
-held-out table per task: equal weights against the tuned ones.
+A randomized search over patient records. Two tasks share one network:
+disease (binary, scored by ROC AUC) and length of stay (days, scored by mean
+absolute error). A fifth of each task's labels are missing; the scorers
+leave those rows out. RandomizedSearchCV draws the weight of each task's
+loss from a log-uniform distribution, scores every candidate on both tasks
+(one scorer per task) and refits the candidate with the best disease ROC
+AUC. The script prints the top candidates and a held-out table per task:
+equal weights against the tuned ones.
 
-Run: python examples/tune_loss_weights.py   (about a minute on two cores)
+Run: ``python examples/tune_loss_weights.py`` (about a minute on two cores)
 """
 
 import time

@@ -31,6 +31,13 @@ _TRIAL_ROWS = 3
 _TRIAL_LOSS_ROWS = 64
 _TARGETS = {"regression": "standardised values", "binary": "0/1 floats",
             "multiclass": "int64 class codes"}
+#: The estimator parameters :func:`build_net` reads, besides ``module`` and
+#: ``callbacks``. Each net keeps their values at build time (``net.build_params``),
+#: so that a saved model is rebuilt as it was fitted (see :mod:`._persistence`).
+BUILD_PARAMS = ("hidden_layer_sizes", "head_hidden_sizes", "activation", "dropout",
+                "architecture", "weighting", "loss_normalization", "optimizer",
+                "optimizer_kwargs", "alpha", "lr", "max_epochs", "batch_size",
+                "early_stopping", "patience", "tol", "verbose", "precision", "compile")
 
 
 def _silent(*args, **kwargs):
@@ -127,7 +134,9 @@ def build_module(estimator, params, n_outputs, X):
     else:
         heads = TaskHeads(trunk.out_features, n_outputs, head_sizes, estimator.activation,
                           estimator.dropout)
-    return MultiTaskModule(trunk, heads)
+    module = MultiTaskModule(trunk, heads)
+    module.check_rows = estimator.module is not None
+    return module
 
 
 def _callbacks(estimator):
@@ -177,7 +186,7 @@ def build_net(estimator, tasks, params, X, device, seeds):
     criterion = MultiTaskLoss([t.kind for t in tasks], [t.loss for t in tasks], n_outputs,
                               module.heads.max_out)
     optimizer, optimizer_params = _optimizer(estimator)
-    return MultiTaskNet(
+    net = MultiTaskNet(
         module=module,
         criterion=criterion,
         optimizer=optimizer,
@@ -208,6 +217,8 @@ def build_net(estimator, tasks, params, X, device, seeds):
         optimizer__weight_decay=estimator.alpha,
         **optimizer_params,
     )
+    net.build_params = {name: copy.deepcopy(getattr(estimator, name)) for name in BUILD_PARAMS}
+    return net
 
 
 def initialize(net, estimator):

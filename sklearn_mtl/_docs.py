@@ -1,7 +1,15 @@
 """Shared docstring sections of the estimators (numpydoc), so that ``help()`` on each
 public class lists every parameter and attribute."""
 
+# The paragraph ends the extended summary: numpydoc reads every line inside
+# Parameters as a parameter. The blank last line lets the next heading be one.
 PARAMETERS = """\
+    Task-keyed parameters (``tasks``, ``losses``, ``loss_weights``,
+    ``auxiliary_tasks``, ``head_inputs``, ``task_depth``, ``class_weight``)
+    name tasks by Y's own column labels (str, int, tuple, ...); a string
+    key also reaches the one task whose label prints as it, so that
+    ``set_params(loss_weights__0=2)`` reaches column ``0``.
+
     Parameters
     ----------
     tasks : None, list, or dict task -> kind, default=None
@@ -115,11 +123,6 @@ PARAMETERS = """\
         Extra callbacks (instances or ``(name, callback)`` pairs; copied,
         never mutated).
 
-    Task-keyed parameters (``tasks``, ``losses``, ``loss_weights``,
-    ``auxiliary_tasks``, ``head_inputs``, ``task_depth``, ``class_weight``)
-    name tasks by Y's own column labels (str, int, tuple, ...); a string
-    key also reaches the one task whose label prints as it, so that
-    ``set_params(loss_weights__0=2)`` reaches column ``0``.
 """
 
 ATTRIBUTES = """\
@@ -137,7 +140,9 @@ ATTRIBUTES = """\
         array y (None for a regression task, scikit-learn's multi-output
         form), a dict task -> array for a DataFrame or dict y.
         ``predict_proba`` answers in the same form; ``predict`` answers in
-        y's own container (DataFrame in, DataFrame out).
+        y's own container (DataFrame in, DataFrame out, under X's index when X
+        is a DataFrame). ``predict_proba(X, as_frame=True)`` gives DataFrames
+        with the classes as columns; ``summary()`` describes the network.
     n_features_in_, feature_names_in_ : as in scikit-learn.
     n_iter_ : int
         Epochs run.
@@ -174,7 +179,11 @@ MIXED_NOTES = """
     (``is_classifier`` is False): cross-validation uses plain K-fold, since
     stratifying on several columns is not defined. ``score`` is the mean over
     tasks of R² (regression) and accuracy (classification); for other metrics
-    and per-task scores in searches see :mod:`sklearn_mtl.metrics`.
+    and per-task scores in searches see :mod:`sklearn_mtl.metrics`
+    (``make_task_scorers``, ``task_report``). A plain ``scoring='<metric>'``
+    works for one task from a 1-D y without missing labels (metrics on
+    predictions only: this estimator is no classifier); otherwise it is
+    refused with an error naming those scorers.
 """
 
 REGRESSOR = """\
@@ -185,7 +194,10 @@ Multi-task network whose tasks are all regression.
     masked per task. ``score`` is the uniform average of the per-task R²
     (scikit-learn's ``r2_score`` default), each over its observed labels.
     There is no ``predict_proba`` or ``classes_``; ``partial_fit`` takes no
-    ``classes``.
+    ``classes``. A plain ``scoring='r2'`` (any regression metric name) works
+    for a 1-D y without missing labels; with several tasks or missing labels
+    use :func:`sklearn_mtl.make_task_scorers` (the plain name is refused
+    with an error saying so).
 
 """
 
@@ -200,7 +212,11 @@ Multi-task network whose tasks are all classification.
     (DataFrame or dict y) both are dicts task -> array. ``class_weight`` also
     takes scikit-learn's forms: a dict label -> weight for a single task, or a
     list of them, one per column. ``score`` is the mean over tasks of the
-    accuracy, each over its observed labels.
+    accuracy, each over its observed labels. A plain ``scoring='accuracy'``
+    or ``'roc_auc'`` (any classification metric name) works for a 1-D y
+    without missing labels; otherwise use
+    :func:`sklearn_mtl.make_task_scorers` (the plain name is refused with an
+    error saying so).
 
     As a classifier it gets stratified folds from ``cv=<int>`` when y is one
     column. When y has missing labels, pass the splitter yourself (e.g.

@@ -16,16 +16,23 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.utils import ClassifierTags, check_random_state
+from sklearn.utils import ClassifierTags
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
-from . import _docs, _scoring
+from . import _docs, _scorer_guard, _scoring, _summary
+from ._persistence import SavingMixin
 from ._build import build_net, initialize, trial_losses
 from ._history import TrainingHistoryMixin
-from ._net import TrainingDivergedError, seeded_torch, split_tables
-from ._outputs import format_predictions, per_task
-from ._task_params import classes_by_task, resolve_task_params, static_weights
+from ._net import TrainingDivergedError, fit_seeds, seeded_torch, split_tables
+from ._outputs import format_predictions, per_task, probability_frames
+from ._params import validate_constraints
+from ._task_params import (
+    check_same_classes,
+    classes_by_task,
+    resolve_task_params,
+    static_weights,
+)
 from ._tasks import (
     class_weight_vectors,
     decode_predictions,
@@ -54,7 +61,37 @@ def _sample_weight(sample_weight, X):
                          f"{message}") from None
 
 
-class _MultiTaskBase(TrainingHistoryMixin, BaseEstimator):
+def _has_classification_task(estimator):
+    if estimator._allowed_kinds == ("regression",):
+        return False
+    if not hasattr(estimator, "tasks_"):
+        return True  # unfitted: calling predict_proba raises NotFittedError
+    return any(t.is_classifier for t in estimator._predicted_tasks())
+
+
+def _multitask_tags(estimator, tags):
+    """The tags of a multi-task estimator, on top of its mixins' tags."""
+    tags.target_tags.required = True
+    tags.target_tags.multi_output = True
+    tags.target_tags.single_output = True
+    tags.input_tags.allow_nan = False  # impute X; missing labels in y are fine
+    tags.input_tags.sparse = True  # densified
+    if tags.classifier_tags is None and estimator._allowed_kinds is None:
+        # The mixed estimator is no classifier (cross-validation must not stratify
+        # a multi-column y) but has classification heads and predict_proba: its
+        # classifier tags describe those heads.
+        tags.classifier_tags = ClassifierTags()
+    if tags.classifier_tags is not None:
+        tags.classifier_tags.multi_label = True  # a 2-D 0/1 y: one binary task per column
+    # On CPU a fixed random_state gives the same model bit for bit; CUDA kernels
+    # (atomics in the backward pass) do not promise that.
+    device = str(estimator.device)
+    tags.non_deterministic = device.startswith("cuda") or (
+        device == "auto" and torch.cuda.is_available())
+    return tags
+
+
+class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
     """Shared implementation of the multi-task estimators (see the public classes)."""
 
     #: Kinds a subclass accepts (None: any).
@@ -148,6 +185,10 @@ class _MultiTaskBase(TrainingHistoryMixin, BaseEstimator):
             params[head] = merged
         return super().set_params(**params)
 
+    def _validate_params(self):
+        validate_constraints(self._parameter_constraints, self.get_params(deep=False),
+                             type(self).__name__)
+
     # ------------------------------------------------------------------
     # Fitting
 
@@ -192,20 +233,24 @@ class _MultiTaskBase(TrainingHistoryMixin, BaseEstimator):
                          classes=classes)
 
     def _fit(self, X, y, sample_weight, epochs, continuing, classes=None):
+        X_given = X
         X, names, columns, dtypes, target_format, sample_weight = self._read_data(
             X, y, sample_weight, continuing)
         tasks, params = self._resolve_tasks(names, columns, dtypes, sample_weight, classes,
                                             continuing)
+        # In a search or cross-validation: refuse a scorer that cannot score these tasks.
+        scorer_check = _scorer_guard.FitCheck(self, tasks, len(names), target_format.container, y)
         class_weights = class_weight_vectors(tasks, columns, self.class_weight, sample_weight)
         targets = encode_targets(tasks, columns, sample_weight, class_weights)
         device = resolve_device(self.device)
-        seeds = self._seeds(continuing)
+        seeds = fit_seeds(self.random_state, len(self.net_.history) if continuing else None)
         with seeded_torch(self.random_state, seeds[0], device):
             if continuing:
                 self._update_net(params, seeds[2])
             else:
                 self._new_net(tasks, params, target_format, X, targets, device, seeds)
             self._train(X, targets, epochs, seeds[1], device, continuing)
+        scorer_check.trial(self, X_given, y)
         return self
 
     def _read_data(self, X, y, sample_weight, continuing):
@@ -236,7 +281,7 @@ class _MultiTaskBase(TrainingHistoryMixin, BaseEstimator):
                 raise ValueError(f"Y has tasks {names!r} but the model was fitted on "
                                  f"{trained!r}; continued training needs the same tasks.")
             for name, labels in classes_by_task(classes, names).items():
-                self._check_same_classes(name, labels)
+                check_same_classes(self.tasks_, name, labels)
             weights = static_weights(self.loss_weights, names)
             return self.tasks_, dataclasses.replace(self.task_params_, weights=weights)
         params = resolve_task_params(self, names, n_layers, classes)
@@ -250,26 +295,6 @@ class _MultiTaskBase(TrainingHistoryMixin, BaseEstimator):
                     f"{'/'.join(self._allowed_kinds)} tasks; use MultiTaskRegressorClassifier "
                     "for mixed tasks.")
         return tasks, params
-
-    def _check_same_classes(self, name, labels):
-        known = next(t for t in self.tasks_ if t.name == name).classes_
-        if known is None or not np.array_equal(np.unique(np.asarray(labels)), known):
-            raise ValueError(
-                f"classes={np.asarray(labels).tolist()!r} for task {name!r} is not the same as "
-                f"on the first call to partial_fit "
-                f"({None if known is None else known.tolist()!r}).")
-
-    def _seeds(self, continuing):
-        """Seeds of (initialisation and dropout, validation split, shuffling)."""
-        rng = check_random_state(self.random_state)
-        seeds = rng.randint(np.iinfo(np.int32).max, size=3)
-        if continuing:
-            # Fresh shuffling and dropout seeds for each continued call (the same ones for
-            # the same random_state and epoch count): otherwise every partial_fit call
-            # would replay the first epoch's batch order.
-            seeds = np.random.default_rng([int(v) for v in seeds] + [len(self.net_.history)]
-                                          ).integers(np.iinfo(np.int32).max, size=3)
-        return [int(s) for s in seeds]
 
     def _new_net(self, tasks, params, target_format, X, targets, device, seeds):
         net = build_net(self, tasks, params, X, device, seeds)
@@ -302,22 +327,33 @@ class _MultiTaskBase(TrainingHistoryMixin, BaseEstimator):
             net.partial_fit(train, None, epochs=epochs)
         except TrainingDivergedError as exc:
             self._recover(exc, before)
+        except Exception:
+            # A failure inside training (a user callback or module): a fresh fit leaves
+            # no half-trained model, a continued one the weights it started from.
+            self._rewind(before)
+            raise
         self.n_epochs_ = len(net.history)
 
     def _recover(self, exc, before):
         """After a diverged fit: the best finite checkpoint (early stopping) with a
         warning, else the weights before this call (continued training) or no model,
         and the error."""
-        best_epoch = self.net_.restore(before)
+        best_epoch = self.net_.restore_best()
         if best_epoch is not None:
             warnings.warn(f"{exc} The weights of epoch {best_epoch} (the best validation "
                           "loss) were restored.", UserWarning, stacklevel=4)
             return
-        if before is None:
-            for name in ("net_", "tasks_", "task_names_", "task_params_", "target_format_",
-                         "n_epochs_"):
-                self.__dict__.pop(name, None)
+        self._rewind(before)
         raise exc
+
+    def _rewind(self, before):
+        """Back to the weights ``before`` a continued call, or unfitted after a fresh fit."""
+        if before is not None:
+            self.net_.load_weights(before)
+            return
+        for name in ("net_", "tasks_", "task_names_", "task_params_", "target_format_",
+                     "n_epochs_"):
+            self.__dict__.pop(name, None)
 
     # ------------------------------------------------------------------
     # Prediction
@@ -328,6 +364,7 @@ class _MultiTaskBase(TrainingHistoryMixin, BaseEstimator):
     def _task_outputs(self, X):
         """(task, raw output (n, k)) of each predicted task, and X's index."""
         check_is_fitted(self)
+        _scorer_guard.check_scorer_call(self)
         index = X.index if isinstance(X, pd.DataFrame) else None
         X = validate_X(self, X, reset=False, min_samples=0)
         out = self.net_.raw_outputs(X)
@@ -353,27 +390,38 @@ class _MultiTaskBase(TrainingHistoryMixin, BaseEstimator):
         predictions = {task.name: decode_predictions(task, raw) for task, raw in pairs}
         return format_predictions(self.target_format_, self.task_names_, predictions, index)
 
-    def _has_classification_task(self):
-        if self._allowed_kinds == ("regression",):
-            return False
-        if not hasattr(self, "tasks_"):
-            return True  # unfitted: calling predict_proba raises NotFittedError
-        return any(t.is_classifier for t in self._predicted_tasks())
-
     @available_if(_has_classification_task)
-    def predict_proba(self, X):
+    def predict_proba(self, X, *, as_frame=False):
         """Class probabilities of the classification tasks.
 
-        Columns follow ``classes_``. The form follows the ``y`` given to ``fit``,
-        as ``classes_`` does: one task (1-D y) -> array (n_samples, n_classes), as
-        any scikit-learn classifier; 2-D array y -> a list with one such array per
-        column (scikit-learn's multi-output form; None for a regression task);
-        DataFrame or dict y -> dict task -> array, for the classification tasks.
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Numeric features, as for ``predict``.
+        as_frame : bool, default=False
+            If True, each task's probabilities are a DataFrame whose columns are
+            that task's ``classes_`` and whose index is X's (a DataFrame X) or
+            0..n-1: one DataFrame for a 1-D y, else a dict task -> DataFrame for
+            the classification tasks (whatever Y's container).
+
+        Returns
+        -------
+        proba : ndarray, list or dict
+            Columns follow ``classes_``. The form follows the ``y`` given to
+            ``fit``, as ``classes_`` does: one task (1-D y) -> array (n_samples,
+            n_classes), as any scikit-learn classifier; 2-D array y -> a list
+            with one such array per column (scikit-learn's multi-output form;
+            None for a regression task); DataFrame or dict y -> dict task ->
+            array, for the classification tasks. With ``as_frame=True``,
+            DataFrames as described above.
         """
-        pairs, _ = self._task_outputs(X)
-        return per_task(self.target_format_, self.task_names_,
-                        {task.name: probabilities(task, raw) for task, raw in pairs
-                         if task.is_classifier})
+        pairs, index = self._task_outputs(X)
+        values = {task.name: probabilities(task, raw) for task, raw in pairs
+                  if task.is_classifier}
+        if as_frame:
+            classes = {t.name: t.classes_ for t in self._predicted_tasks() if t.is_classifier}
+            return probability_frames(self.target_format_, values, classes, index)
+        return per_task(self.target_format_, self.task_names_, values)
 
     @property
     def classes_(self):
@@ -381,6 +429,7 @@ class _MultiTaskBase(TrainingHistoryMixin, BaseEstimator):
         an array (one task), a list per column (2-D array y), or a dict task -> array
         (DataFrame or dict y). Absent when no task is a classification task."""
         check_is_fitted(self)
+        _scorer_guard.check_scorer_call(self)
         values = {t.name: t.classes_ for t in self._predicted_tasks() if t.is_classifier}
         if not values:
             raise AttributeError(f"{type(self).__name__} has no classes_: none of its tasks is "
@@ -392,11 +441,26 @@ class _MultiTaskBase(TrainingHistoryMixin, BaseEstimator):
         # set n_features_in_ but left the estimator unfitted.
         return hasattr(self, "net_")
 
+
     @property
     def history_(self):
         """The skorch history of the fit: per-epoch losses, per task included."""
         check_is_fitted(self)
         return self.net_.history
+
+    def summary(self):
+        """The fitted network, in the spirit of Keras's ``model.summary()``.
+
+        Returns
+        -------
+        summary : ModelSummary
+            ``print(summary)`` shows the network's parts (trunk, each task's
+            head, the weighting state) with their parameter counts, then each
+            task's kind, outputs, loss and loss weight; ``.parts`` and
+            ``.tasks`` are those tables as DataFrames (HTML in a notebook).
+        """
+        check_is_fitted(self)
+        return _summary.describe(self)
 
     # ------------------------------------------------------------------
     # Scoring
@@ -421,25 +485,7 @@ class _MultiTaskBase(TrainingHistoryMixin, BaseEstimator):
         return float(np.mean(scores)) if scores else float("nan")
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = True
-        tags.target_tags.multi_output = True
-        tags.target_tags.single_output = True
-        tags.input_tags.allow_nan = False  # impute X; missing labels in y are fine
-        tags.input_tags.sparse = True  # densified
-        if tags.classifier_tags is None and self._allowed_kinds is None:
-            # The mixed estimator is no classifier (cross-validation must not stratify
-            # a multi-column y) but has classification heads and predict_proba: its
-            # classifier tags describe those heads.
-            tags.classifier_tags = ClassifierTags()
-        if tags.classifier_tags is not None:
-            tags.classifier_tags.multi_label = True  # a 2-D 0/1 y: one binary task per column
-        # On CPU a fixed random_state gives the same model bit for bit; CUDA kernels
-        # (atomics in the backward pass) do not promise that.
-        device = self.device if isinstance(self.device, str) else str(self.device)
-        tags.non_deterministic = device.startswith("cuda") or (
-            device == "auto" and torch.cuda.is_available())
-        return tags
+        return _multitask_tags(self, super().__sklearn_tags__())
 
 
 class MultiTaskRegressorClassifier(_MultiTaskBase):

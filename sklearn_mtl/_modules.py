@@ -133,6 +133,9 @@ class MultiTaskModule(nn.Module):
     is kept in ``representation_`` for per-task gradient methods.
     """
 
+    #: Whether forward checks that the trunk keeps the batch's rows (user trunks).
+    check_rows = False
+
     def __init__(self, trunk, heads):
         super().__init__()
         self.trunk = trunk
@@ -142,6 +145,12 @@ class MultiTaskModule(nn.Module):
 
     def forward(self, X):
         representation = self.trunk(X)
+        if self.check_rows and representation.shape[0] != X.shape[0]:
+            # A user trunk that drops or adds rows would otherwise train on broadcast
+            # outputs; one integer comparison per step.
+            raise ValueError(
+                f"module {type(self.trunk).__name__} returned {representation.shape[0]} rows "
+                f"for a batch of {X.shape[0]}; it must return one row per input row.")
         if self.keep_representation:
             self.representation_ = representation
         return self.heads(representation)

@@ -48,6 +48,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
 from skorch import NeuralNet
 from skorch.callbacks import Callback
 from skorch.helper import predefined_split
@@ -56,12 +57,12 @@ from skorch.utils import to_tensor
 from torch.utils.data import Dataset
 
 from ._epoch_scores import TaskScoreLogger, score_layout, score_terms
-from .weighting._gradients import (
+from ._gradients import (
     attach_head_probe,
     combine_with_gradients,
     trunk_shared_parameters,
 )
-from .weighting._normalization import LossNormalization
+from ._normalization import LossNormalization
 
 PRECISIONS = ("float32", "bf16")
 OPTIMIZERS = {
@@ -105,6 +106,20 @@ class TensorTable(Dataset):
 
 def _is_cuda(device):
     return device is not None and torch.device(device).type == "cuda"
+
+
+def fit_seeds(random_state, epochs_done=None):
+    """Seeds of one fit call: (initialisation and dropout, validation split, shuffling).
+
+    A continued call (``epochs_done`` epochs so far) draws fresh ones, the same for
+    the same random_state and epoch count: otherwise every partial_fit call would
+    replay the first epoch's batch order.
+    """
+    seeds = check_random_state(random_state).randint(np.iinfo(np.int32).max, size=3)
+    if epochs_done is not None:
+        seeds = np.random.default_rng([int(v) for v in seeds] + [epochs_done]).integers(
+            np.iinfo(np.int32).max, size=3)
+    return [int(s) for s in seeds]
 
 
 @contextlib.contextmanager
@@ -400,7 +415,7 @@ class MultiTaskNet(NeuralNet):
         synchronisation costs more than it saves), else unchanged. None: unchanged.
     loss_normalization : {'none', 'initial', 'running_mean'}, default='none'
         Per-task division of the training losses before the strategy sees them
-        (see :mod:`sklearn_mtl.weighting._normalization`); validation losses
+        (see :mod:`sklearn_mtl._normalization`); validation losses
         are never normalised.
 
     ``compile=True`` (skorch's parameter; ``compile__*`` passes options) runs
@@ -479,18 +494,21 @@ class MultiTaskNet(NeuralNet):
         self.set_params(train_split=None if valid is None else predefined_split(valid))
         return train
 
-    def restore(self, before):
-        """After :class:`TrainingDivergedError`: load early stopping's best weights and
-        return their epoch, else load ``before`` (a state dict, or None to leave the
-        weights) and return None. The optimizer restarts (its moments hold the
-        diverged steps)."""
+    def restore_best(self):
+        """Load early stopping's best weights and return their epoch (None when there
+        are none), e.g. after :class:`TrainingDivergedError`."""
         stopper = dict(self.callbacks_).get("early_stopping")
         best = getattr(stopper, "best_model_weights_", None)
-        state = best if best is not None else before
-        if state is not None:
-            self.module_.load_state_dict(state)
-            self.initialize_optimizer()
-        return stopper.best_epoch_ if best is not None else None
+        if best is None:
+            return None
+        self.load_weights(best)
+        return stopper.best_epoch_
+
+    def load_weights(self, state_dict):
+        """Load module weights; the optimizer restarts (its moments belong to the
+        steps that are being undone)."""
+        self.module_.load_state_dict(state_dict)
+        self.initialize_optimizer()
 
     # ------------------------------------------------------------------
     # Inference
@@ -594,16 +612,17 @@ class MultiTaskNet(NeuralNet):
         # Normalised training losses for the strategy (the history keeps the raw ones).
         normalization = getattr(self, "loss_normalization_", None)
         if normalization is not None and normalization.active:
-            losses, state.loss_scale = normalization(losses, present)
+            losses = normalization(losses, present)[0]
         mode = self.weighting.needs_grads
         if mode is None:
-            total = state.combine(losses, present)
+            step = state.combine(losses, present)
         else:
             shared, all_shared = trunk_shared_parameters(self.module_.trunk)
-            total = combine_with_gradients(
+            step = combine_with_gradients(
                 state, losses, present, self.module_.representation_, shared,
                 all_shared=all_shared, mode=mode, heads=getattr(self.module_, "heads", None))
-        self._accumulate_weights(state.last_weights)
+        self._accumulate_weights(step.weights)
+        total = step.loss
         penalty = self.module_.penalty()
         if penalty is not None:
             total = total + penalty
@@ -740,7 +759,12 @@ class MultiTaskNet(NeuralNet):
                 self._set_training(False)
                 losses, denominators = self.criterion_(self.infer(Xi), yi)
                 self._set_training(True)
-            self.weighting_.after_step(losses, denominators > 0)
+            present = denominators > 0
+            normalization = getattr(self, "loss_normalization_", None)
+            if normalization is not None:
+                # On the scale combine() saw: this step's divisors, not updated again.
+                losses = normalization.normalize(losses, present)
+            self.weighting_.after_step(losses, present)
         return step
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):

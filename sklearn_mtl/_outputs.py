@@ -44,3 +44,16 @@ def per_task(target_format, names, values):
     if container == "array":
         return [values.get(name) for name in names]
     return values
+
+
+def probability_frames(target_format, probabilities, classes, index=None):
+    """``predict_proba(X, as_frame=True)``: each classification task's probabilities as a
+    DataFrame (columns: its classes, index: X's or 0..n-1); one DataFrame for a 1-D y,
+    else a dict task -> DataFrame."""
+    frames = {}
+    for name, values in probabilities.items():
+        frames[name] = pd.DataFrame(values, index=index,
+                                    columns=pd.Index(classes[name], tupleize_cols=False))
+    if target_format.container == "vector":
+        return next(iter(frames.values()))
+    return frames

@@ -157,6 +157,16 @@ def classes_by_task(classes, names):
                      f"task {names!r}; got {classes!r}.")
 
 
+def check_same_classes(tasks, name, labels):
+    """partial_fit's ``classes`` for ``name`` on a later call must be the fitted ones."""
+    known = next(t for t in tasks if t.name == name).classes_
+    if known is None or not np.array_equal(np.unique(np.asarray(labels)), known):
+        raise ValueError(
+            f"classes={np.asarray(labels).tolist()!r} for task {name!r} is not the same as "
+            f"on the first call to partial_fit "
+            f"({None if known is None else known.tolist()!r}).")
+
+
 def resolve_task_params(estimator, names, n_layers, classes=None):
     """Check every task-keyed parameter of ``estimator`` against ``names``."""
     return TaskParams(

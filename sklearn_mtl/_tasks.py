@@ -236,7 +236,7 @@ def infer_kind(name, observed):
     """
     try:
         target_type = type_of_target(observed, input_name=f"Y[{name!r}]")
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         raise ValueError(
             f"Cannot tell what kind of task {name!r} is: {exc}. Pass tasks={{{name!r}: "
             "'regression' | 'binary' | 'multiclass'}."
@@ -336,6 +336,15 @@ def _fit_task(name, values, dtype, kind, losses, sample_weight=None, classes=Non
             f"Task {name!r} has no observed label (all values are missing); drop the column "
             "or provide labels."
         )
+    kind_code = getattr(dtype, "kind", "O")
+    if kind_code in "mM":
+        raise ValueError(
+            f"Task {name!r} holds dates or durations ({dtype}); convert them to "
+            "numbers (e.g. days) for a regression task or to labels for a classification "
+            "task.")
+    if kind_code in "fc" and np.isinf(np.asarray(values[~mask])).any():
+        raise ValueError(f"Task {name!r} has infinite target values; use NaN for a missing "
+                         "label.")
     if classes is not None:
         return _fit_task_with_classes(name, values, dtype, kind, losses, mask, classes)
     if kind in (None, "classification"):

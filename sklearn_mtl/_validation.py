@@ -1,8 +1,9 @@
 """Input validation of the estimators: the parameter constraints and X.
 
 The constraints follow scikit-learn's declarations (``_parameter_constraints``
-checked once by ``BaseEstimator._validate_params`` at the start of ``fit``
-and ``partial_fit``, with scikit-learn's messages). They rely on
+checked once at the start of ``fit`` and ``partial_fit`` by
+:func:`sklearn_mtl._params.validate_constraints`, with scikit-learn's
+messages; a bool is no number there). They rely on
 scikit-learn's private ``sklearn.utils._param_validation``: it has kept this
 interface from 1.2 to 1.9 and the supported range is pinned in
 ``pyproject.toml``; vendoring it would only freeze a copy of the same code.
@@ -23,17 +24,10 @@ from ._modules import ACTIVATION_NAMES
 from ._net import PRECISIONS, OPTIMIZERS
 from .architectures import ARCHITECTURES, Architecture
 from .weighting import WEIGHTINGS, Weighting
-from .weighting._normalization import NORMALIZATIONS
+from ._normalization import NORMALIZATIONS
 
 
-class _Count(Interval):
-    """An interval of ints that, unlike scikit-learn's, refuses booleans."""
-
-    def is_satisfied_by(self, val):
-        return not isinstance(val, (bool, np.bool_)) and super().is_satisfied_by(val)
-
-
-_SIZES = ["array-like", _Count(Integral, 1, None, closed="left")]
+_SIZES = ["array-like", Interval(Integral, 1, None, closed="left")]
 
 #: The constructor parameters of every multi-task estimator.
 PARAMETER_CONSTRAINTS = {
@@ -57,11 +51,11 @@ PARAMETER_CONSTRAINTS = {
     "optimizer": [StrOptions(set(OPTIMIZERS)), HasMethods(["step", "zero_grad"])],
     "optimizer_kwargs": [None, dict],
     "lr": [Interval(Real, 0, None, closed="neither")],
-    "batch_size": [_Count(Integral, 1, None, closed="left")],
-    "max_epochs": [_Count(Integral, 1, None, closed="left")],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "max_epochs": [Interval(Integral, 1, None, closed="left")],
     "early_stopping": ["boolean"],
     "validation_fraction": [None, Interval(Real, 0, 1, closed="neither")],
-    "patience": [_Count(Integral, 1, None, closed="left")],
+    "patience": [Interval(Integral, 1, None, closed="left")],
     "tol": [Interval(Real, 0, None, closed="left")],
     "class_weight": [None, StrOptions({"balanced"}), dict, list, tuple],
     "warm_start": ["boolean"],

@@ -13,19 +13,39 @@ where that task's label is missing, and apply a scikit-learn metric:
   ``cross_validate``;
 * :func:`make_mean_task_scorer` -- one number: the mean over tasks of each
   task's score, signs as in scikit-learn (``neg_*`` metrics negated), for a
-  single-metric ``scoring=``.
+  single-metric ``scoring=``;
+* :func:`task_report` -- a table of held-out metrics, one row per task.
 
-They are scorers in scikit-learn's sense: callables ``scorer(estimator, X,
+The first three are scorers in scikit-learn's sense: callables ``scorer(estimator, X,
 y)`` that also work inside ``GridSearchCV``, ``RandomizedSearchCV``,
 ``HalvingRandomSearchCV``, ``cross_validate`` and ``permutation_importance``,
 on the estimator alone or at the end of a Pipeline, and take
 ``set_score_request(sample_weight=True)`` under metadata routing.
+
+A plain metric name (``scoring='accuracy'``) is scikit-learn's own scorer: it
+scores an estimator with one task, fitted from a 1-D y without missing
+labels, as any scikit-learn classifier or regressor; for anything else
+(several tasks, missing labels, a metric of the other kind) the estimator
+refuses it with a ValueError that names the scorers here (see
+:mod:`sklearn_mtl._scorer_guard`), in searches and cross-validation at fit
+time, so that no search ranks candidates on NaN scores.
 """
 
+import warnings
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import get_scorer
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    get_scorer,
+    log_loss,
+    mean_absolute_error,
+    r2_score,
+    roc_auc_score,
+    root_mean_squared_error,
+)
 
 # The base class of scikit-learn's own scorers: subclassing it makes these scorers
 # first-class in GridSearchCV's multi-metric scoring, in check_scoring and in metadata
@@ -36,11 +56,10 @@ from sklearn.pipeline import Pipeline
 
 from ._scoring import DEFAULT_METRICS, default_metric, target_columns, task_score
 from ._task_params import resolve_task_params
-from ._tasks import find_task, fit_tasks, read_targets
+from ._tasks import find_task, fit_tasks, missing_mask, read_targets
 from ._validation import as_sizes
 
-__all__ = ["make_mean_task_scorer", "make_task_scorer", "make_task_scorers"]
-
+__all__ = ["make_mean_task_scorer", "make_task_scorer", "make_task_scorers", "task_report"]
 
 
 def _default_score(y_true, y_pred, *, sample_weight=None):
@@ -369,3 +388,104 @@ def make_mean_task_scorer(metrics=None):
         As in :func:`make_task_scorers`.
     """
     return _MeanTaskScorer(metrics)
+
+
+# ---------------------------------------------------------------------------
+# Per-task report
+
+#: (column, metric, prediction method, options) of each kind's report columns.
+_REGRESSION_REPORT = [
+    ("r2", r2_score, "predict", {}),
+    ("mae", mean_absolute_error, "predict", {}),
+    ("rmse", root_mean_squared_error, "predict", {}),
+]
+_CLASSIFICATION_REPORT = [
+    ("accuracy", accuracy_score, "predict", {}),
+    ("balanced_accuracy", balanced_accuracy_score, "predict", {}),
+    ("log_loss", log_loss, "predict_proba", {}),
+    # Classes absent from both the labels and the predictions of these rows are
+    # left out of the mean rather than counted as an F1 of 0.
+    ("macro_f1", f1_score, "predict", {"average": "macro", "zero_division": np.nan}),
+]
+_BINARY_REPORT = [("roc_auc", roc_auc_score, "predict_proba", {})]
+_REPORT_COLUMNS = ["kind", "n_observed"] + [c for c, *_ in _REGRESSION_REPORT
+                                            + _CLASSIFICATION_REPORT + _BINARY_REPORT]
+
+
+def _report_metrics(task):
+    if not task.is_classifier:
+        return _REGRESSION_REPORT
+    return _CLASSIFICATION_REPORT + (_BINARY_REPORT if task.kind == "binary" else [])
+
+
+def task_report(estimator, X, Y, *, sample_weight=None):
+    """Held-out metrics of every task, one row per task, on its observed labels.
+
+    Parameters
+    ----------
+    estimator : estimator
+        A fitted multi-task estimator, a Pipeline ending in one, or a fitted
+        search over either (its ``best_estimator_`` is reported). Its
+        ``predict`` (and ``predict_proba``, for classification tasks) is called
+        once on X.
+    X : array-like of shape (n_samples, n_features)
+        The rows to score, as the estimator takes them.
+    Y : DataFrame, dict, or array of shape (n_samples, n_tasks) or (n_samples,)
+        The true labels, in the form the estimator was fitted on (a superset of
+        its task columns is fine). Missing labels are left out of their task's
+        metrics only.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Row weights passed to every metric (``n_observed`` counts rows, not
+        weights).
+
+    Returns
+    -------
+    report : DataFrame
+        Index: the task labels as given in Y (name ``'task'``). Columns:
+        ``kind`` ('regression', 'binary', 'multiclass'), ``n_observed`` (rows
+        with a label), then ``r2``, ``mae``, ``rmse`` for regression tasks and
+        ``accuracy``, ``balanced_accuracy``, ``log_loss``, ``macro_f1`` (mean
+        F1 over the classes present in the labels or the predictions) and
+        ``roc_auc`` (binary tasks; the second class of ``classes_`` is the
+        positive one) for classification tasks. A metric that does not apply
+        to a task's kind is NaN; so is every metric of a task without an
+        observed label here (``n_observed`` 0), and one that cannot be
+        computed on these rows (``roc_auc`` when the labels hold one class),
+        with a warning saying why.
+
+    Examples
+    --------
+    >>> report = task_report(model, X_test, Y_test)  # doctest: +SKIP
+    >>> report.loc["species", "accuracy"]  # doctest: +SKIP
+    """
+    model = _fitted_multitask(estimator)
+    truth = target_columns(model, Y)
+    tasks = model._predicted_tasks()
+    names = model.task_names_
+    predicted = estimator.predict(X)
+    proba = (estimator.predict_proba(X) if any(t.is_classifier for t in tasks) else None)
+    options = {} if sample_weight is None else {
+        "sample_weight": np.asarray(sample_weight, dtype=float)}
+    rows = []
+    for task in tasks:
+        column = truth[task.name]
+        outputs = {"predict": _select(predicted, task.name, names)}
+        if task.is_classifier:
+            outputs["predict_proba"] = _select(proba, task.name, names)
+        if len(column) != len(outputs["predict"]):
+            raise ValueError(f"X has {len(outputs['predict'])} rows but Y[{task.name!r}] has "
+                             f"{len(column)}; task_report needs one label row per row of X.")
+        row = dict.fromkeys(_REPORT_COLUMNS, np.nan)
+        row["kind"] = task.kind
+        row["n_observed"] = int((~missing_mask(column)).sum())
+        for key, func, method, extra in _report_metrics(task):
+            try:
+                row[key] = task_score(func, task, column, outputs[method], method,
+                                      {**extra, **options})
+            except ValueError as exc:
+                warnings.warn(f"task_report: {key} of task {task.name!r} is NaN: {exc}",
+                              UserWarning, stacklevel=2)
+        rows.append(row)
+    report = pd.DataFrame(rows, columns=_REPORT_COLUMNS,
+                          index=pd.Index(names, name="task", tupleize_cols=False))
+    return report.astype({"n_observed": int})

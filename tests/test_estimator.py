@@ -245,3 +245,31 @@ def test_warm_start_and_partial_fit_continue_training():
     partial.partial_fit(X, Y)
     partial.partial_fit(X, Y)
     assert len(partial.net_.history) == 2
+
+
+def test_a_rows_prediction_does_not_depend_on_the_rows_predicted_with_it():
+    # Inference runs in float64: float32 kernels block differently by batch size
+    # (AVX-512 above all), which moved predictions by ~1e-7 relative.
+    X, Y = make_mixed(n=300)
+    model = MultiTaskRegressorClassifier(max_epochs=3, random_state=0).fit(X, Y)
+    together = model.predict(X)["value"].to_numpy()
+    alone = np.array([model.predict(X[i:i + 1])["value"][0] for i in range(0, 300, 7)])
+    np.testing.assert_allclose(alone, together[::7], rtol=1e-12)
+    proba = model.predict_proba(X)["level"]
+    np.testing.assert_allclose(model.predict_proba(X[5:17])["level"], proba[5:17], rtol=1e-12)
+
+
+def test_a_trunk_that_changes_the_batch_size_later_is_stopped():
+    class DropsRowsOfLargeBatches(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(6, 4)
+
+        def forward(self, x):  # fine on the trial rows, wrong on a training batch
+            return self.linear(x if x.shape[0] < 10 else x[:-1])
+
+    X, Y = make_mixed(n=60)
+    with pytest.raises(ValueError, match="DropsRowsOfLargeBatches returned 31 rows for a "
+                                         "batch of 32"):
+        MultiTaskRegressorClassifier(module=DropsRowsOfLargeBatches(), batch_size=32,
+                                     max_epochs=1).fit(X, Y)

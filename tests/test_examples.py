@@ -23,3 +23,13 @@ def test_quickstart_reaches_its_held_out_targets(capsys):
     assert scores["body_mass_g"] >= 0.75
     out = capsys.readouterr().out
     assert "held-out score" in out and "best loss weights" in out
+    assert "per-task report" in out and "balanced_accuracy" in out
+    # The first predictions are shown under the held-out rows' own index (141, 6, ...).
+    from sklearn.model_selection import train_test_split
+
+    from sklearn_mtl.datasets import load_penguins
+
+    X, Y = load_penguins()
+    X_test = train_test_split(X, Y, test_size=0.25, random_state=0)[1]
+    shown = out.split("first predictions")[1].splitlines()[2:7]
+    assert [line.split()[0] for line in shown] == [str(i) for i in X_test.index[:5]]

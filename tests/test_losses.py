@@ -84,7 +84,7 @@ def test_zero_weight_task_gets_zero_head_gradient_and_total_is_weighted_sum():
     state = Static().build(static)
     out = module(X)
     losses, den = criterion(out, torch.cat([labels, weights], 1))
-    total = state.combine(losses, den > 0)
+    total = state.combine(losses, den > 0).loss
     hand = _hand_losses(out, labels, weights, module.heads.max_out)
     torch.testing.assert_close(total, (torch.from_numpy(static) * hand).sum())
     total.backward()
@@ -102,7 +102,7 @@ def test_task_without_labels_in_batch_contributes_nothing():
     out = module(X)
     losses, den = criterion(out, torch.cat([labels, weights], 1))
     assert den[1] == 0 and losses[1] == 0
-    total = Static().build(np.ones(4, dtype=np.float32)).combine(losses, den > 0)
+    total = Static().build(np.ones(4, dtype=np.float32)).combine(losses, den > 0).loss
     assert torch.isfinite(total)
 
 

@@ -52,6 +52,16 @@ def test_sklearn_compatible_estimator(estimator, check):
         check(estimator)
 
 
+@pytest.mark.parametrize("cls", [MultiTaskRegressor, MultiTaskClassifier,
+                                 MultiTaskRegressorClassifier])
+def test_every_parameter_is_declared_and_validated(cls):
+    # scikit-learn runs this check on its own estimators only: every parameter has a
+    # constraint, and a value of a wrong type or out of range raises its message.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        estimator_checks.check_param_validation(cls.__name__, cls())
+
+
 @pytest.mark.parametrize("check_name", _SAMPLE_WEIGHT_CHECKS)
 @pytest.mark.parametrize("cls", [MultiTaskRegressor, MultiTaskClassifier])
 def test_sample_weight_checks_pass_with_full_batches(cls, check_name):

@@ -1,28 +1,23 @@
 """Sharing architectures: how the tasks share the layers below their heads.
 
-Each class is a configuration (hyperparameters only, clonable) whose
-``build`` method returns the torch module; see :mod:`._base` for the contract.
+Each class is a configuration (hyperparameters only, clonable, validated by
+:func:`resolve_architecture`) whose ``build`` method returns the torch
+module; see :mod:`._base` for the contract.
 """
 
+from . import _registry
 from ._base import Architecture
-from ._registry import ARCHITECTURES, resolve_architecture
-from .cross_stitch import CrossStitch, CrossStitchModule
-from .hard import HardSharing
-from .mmoe import MMoE, MMoEModule
-from .ple import PLE, PLEModule
-from .soft import SoftSharing, SoftSharingModule
+from ._registry import *  # noqa: F403  (every class of ARCHITECTURES, and resolve_architecture)
+from .cross_stitch import CrossStitchModule
+from .mmoe import MMoEModule
+from .ple import PLEModule
+from .soft import SoftSharingModule
 
 __all__ = [
-    "ARCHITECTURES",
     "Architecture",
-    "CrossStitch",
     "CrossStitchModule",
-    "HardSharing",
-    "MMoE",
     "MMoEModule",
-    "PLE",
     "PLEModule",
-    "SoftSharing",
     "SoftSharingModule",
-    "resolve_architecture",
+    *_registry.__all__,
 ]

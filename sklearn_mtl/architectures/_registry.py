@@ -1,5 +1,10 @@
-"""Architecture names and their lookup."""
+"""Architecture names and their lookup.
 
+This is the one list of the architectures: the package namespace and its
+``__all__`` are built from :data:`ARCHITECTURES`.
+"""
+
+from .._params import resolve
 from ._base import Architecture
 from .cross_stitch import CrossStitch
 from .hard import HardSharing
@@ -16,9 +21,14 @@ ARCHITECTURES = {
     "ple": PLE,
 }
 
+__all__ = ["ARCHITECTURES", "resolve_architecture",
+           *(cls.__name__ for cls in ARCHITECTURES.values())]
+
 
 def resolve_architecture(architecture):
-    """The :class:`Architecture` an estimator parameter designates.
+    """The validated :class:`Architecture` an estimator parameter designates.
+
+    The one entry point of the estimator, called at the start of ``fit``.
 
     Parameters
     ----------
@@ -26,29 +36,16 @@ def resolve_architecture(architecture):
         A key of :data:`ARCHITECTURES` (a fresh instance with default
         hyperparameters is returned) or an ``Architecture`` instance
         (returned as is; the estimator clones it when it clones itself).
+        Its hyperparameters are then checked against their declared
+        constraints.
 
     Raises
     ------
     ValueError
-        For an unknown name; the message lists the valid names.
+        For an unknown name (the message lists the valid names), or
+        ``InvalidParameterError`` (a ``ValueError``) naming an invalid
+        hyperparameter.
     TypeError
         For anything else (including an Architecture class not instantiated).
     """
-    if isinstance(architecture, Architecture):
-        return architecture
-    if isinstance(architecture, str):
-        try:
-            return ARCHITECTURES[architecture]()
-        except KeyError:
-            valid = ", ".join(repr(name) for name in ARCHITECTURES)
-            raise ValueError(
-                f"Unknown architecture {architecture!r}; valid names are {valid}, "
-                "or pass an Architecture instance."
-            ) from None
-    hint = ""
-    if isinstance(architecture, type) and issubclass(architecture, Architecture):
-        hint = f" (did you mean {architecture.__name__}()?)"
-    raise TypeError(
-        "architecture must be a name or an Architecture instance, got "
-        f"{type(architecture).__name__}: {architecture!r}{hint}."
-    )
+    return resolve(architecture, ARCHITECTURES, Architecture, "architecture")

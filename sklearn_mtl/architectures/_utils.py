@@ -1,31 +1,34 @@
-"""Shared building blocks and argument checks of the architectures."""
+"""Shared building blocks of the architectures, and their layer-size parameters."""
 
-import numbers
+from numbers import Integral
 
 import torch
+from sklearn.utils._param_validation import Interval, InvalidParameterError
 from torch import nn
 
 from .._modules import TaskParallelLinear, make_activation
 
-
-def check_int(name, value, minimum):
-    """``value`` as an int, or ValueError when not an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
+#: Declared constraints of a layer-size parameter: an int (one layer) or a
+#: sequence; its entries are checked by :func:`check_layer_sizes`.
+LAYER_SIZES = ["array-like", Interval(Integral, 1, None, closed="left")]
 
 
-def check_sizes(name, sizes):
-    """Layer sizes as a tuple of positive ints (a bare int means one layer)."""
-    if isinstance(sizes, numbers.Integral) and not isinstance(sizes, bool):
-        sizes = (sizes,)
-    try:
-        sizes = tuple(sizes)
-    except TypeError:
-        raise ValueError(f"{name} must be a sequence of positive ints, got {sizes!r}.") from None
-    for width in sizes:
-        check_int(f"each entry of {name}", width, 1)
-    return tuple(int(w) for w in sizes)
+def check_layer_sizes(name, value, caller_name):
+    """Raise ``InvalidParameterError`` naming ``name`` unless ``value`` (an int or
+    a sequence, see :data:`LAYER_SIZES`) has only ints >= 1."""
+    sizes = (value,) if isinstance(value, Integral) else value
+    if any(isinstance(w, bool) or not isinstance(w, Integral) or w < 1 for w in sizes):
+        raise InvalidParameterError(
+            f"The {name!r} parameter of {caller_name} must be an int in the range [1, inf) "
+            f"or a sequence of such ints. Got {value!r} instead."
+        )
+
+
+def layer_sizes(value):
+    """A checked layer-size value as a tuple of ints (a bare int is one layer)."""
+    if isinstance(value, Integral):
+        return (int(value),)
+    return tuple(int(w) for w in value)
 
 
 class ParallelMLP(nn.Module):

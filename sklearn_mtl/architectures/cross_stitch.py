@@ -1,12 +1,13 @@
 """Cross-stitch networks: per-task towers that exchange activations."""
 
-import numbers
+from numbers import Real
 
 import torch
+from sklearn.utils._param_validation import Interval
 from torch import nn
 
 from ._base import Architecture
-from ._utils import ParallelMLP, broadcast, check_int, check_sizes
+from ._utils import ParallelMLP, broadcast
 
 
 class CrossStitch(Architecture):
@@ -38,16 +39,14 @@ class CrossStitch(Architecture):
     matrix per hidden layer) can be inspected after fitting.
     """
 
+    _parameter_constraints: dict = {"init_self": [Interval(Real, 0, 1, closed="both")]}
+
     def __init__(self, init_self=0.9):
         self.init_self = init_self
 
     def build(self, n_features, n_tasks, hidden_layer_sizes, activation, dropout):
-        n_features = check_int("n_features", n_features, 1)
-        n_tasks = check_int("n_tasks", n_tasks, 1)
-        sizes = check_sizes("hidden_layer_sizes", hidden_layer_sizes)
-        if (isinstance(self.init_self, bool) or not isinstance(self.init_self, numbers.Real)
-                or not 0 <= self.init_self <= 1):
-            raise ValueError(f"init_self must be a float in [0, 1], got {self.init_self!r}.")
+        n_features, n_tasks, sizes = self._check_build_args(n_features, n_tasks,
+                                                            hidden_layer_sizes)
         return CrossStitchModule(n_features, n_tasks, sizes, activation, dropout,
                                  init_self=float(self.init_self))
 

@@ -2,7 +2,6 @@
 
 from .._modules import MLPTrunk
 from ._base import Architecture
-from ._utils import check_int, check_sizes
 
 
 class HardSharing(Architecture):
@@ -21,8 +20,8 @@ class HardSharing(Architecture):
     representation (B, D) with D the last hidden size (``per_task=False``).
     """
 
+    _parameter_constraints: dict = {}
+
     def build(self, n_features, n_tasks, hidden_layer_sizes, activation, dropout):
-        check_int("n_features", n_features, 1)
-        check_int("n_tasks", n_tasks, 1)
-        sizes = check_sizes("hidden_layer_sizes", hidden_layer_sizes)
+        n_features, _, sizes = self._check_build_args(n_features, n_tasks, hidden_layer_sizes)
         return MLPTrunk(n_features, sizes, activation, dropout)

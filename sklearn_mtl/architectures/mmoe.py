@@ -1,10 +1,13 @@
 """Multi-gate mixture of experts."""
 
+from numbers import Integral
+
 import torch
+from sklearn.utils._param_validation import Interval
 from torch import nn
 
 from ._base import Architecture
-from ._utils import ParallelMLP, check_int, check_sizes
+from ._utils import LAYER_SIZES, ParallelMLP, check_layer_sizes, layer_sizes
 
 
 class MMoE(Architecture):
@@ -37,18 +40,25 @@ class MMoE(Architecture):
     forward pass's (detached) in ``module.last_gates_``.
     """
 
+    _parameter_constraints: dict = {
+        "n_experts": [Interval(Integral, 1, None, closed="left")],
+        "expert_hidden": [None, *LAYER_SIZES],
+    }
+
     def __init__(self, n_experts=4, expert_hidden=None):
         self.n_experts = n_experts
         self.expert_hidden = expert_hidden
 
     def build(self, n_features, n_tasks, hidden_layer_sizes, activation, dropout):
-        n_features = check_int("n_features", n_features, 1)
-        n_tasks = check_int("n_tasks", n_tasks, 1)
-        n_experts = check_int("n_experts", self.n_experts, 1)
-        sizes = check_sizes("hidden_layer_sizes", hidden_layer_sizes)
+        n_features, n_tasks, sizes = self._check_build_args(n_features, n_tasks,
+                                                            hidden_layer_sizes)
         if self.expert_hidden is not None:
-            sizes = check_sizes("expert_hidden", self.expert_hidden)
-        return MMoEModule(n_features, n_tasks, n_experts, sizes, activation, dropout)
+            sizes = layer_sizes(self.expert_hidden)
+        return MMoEModule(n_features, n_tasks, int(self.n_experts), sizes, activation, dropout)
+
+    def _check_params(self):
+        if self.expert_hidden is not None:
+            check_layer_sizes("expert_hidden", self.expert_hidden, type(self).__name__)
 
 
 class MMoEModule(nn.Module):

@@ -1,11 +1,14 @@
 """Progressive layered extraction (and its one-level case, CGC)."""
 
+from numbers import Integral
+
 import torch
+from sklearn.utils._param_validation import Interval, InvalidParameterError
 from torch import nn
 
 from .._modules import TaskParallelLinear
 from ._base import Architecture
-from ._utils import ParallelMLP, check_int, check_sizes
+from ._utils import ParallelMLP
 
 
 class PLE(Architecture):
@@ -51,23 +54,29 @@ class PLE(Architecture):
     parameters: its weight is always 1.
     """
 
+    _parameter_constraints: dict = {
+        "n_shared_experts": [Interval(Integral, 0, None, closed="left")],
+        "n_task_experts": [Interval(Integral, 0, None, closed="left")],
+        "n_levels": [Interval(Integral, 1, None, closed="left")],
+    }
+
     def __init__(self, n_shared_experts=2, n_task_experts=1, n_levels=1):
         self.n_shared_experts = n_shared_experts
         self.n_task_experts = n_task_experts
         self.n_levels = n_levels
 
     def build(self, n_features, n_tasks, hidden_layer_sizes, activation, dropout):
-        n_features = check_int("n_features", n_features, 1)
-        n_tasks = check_int("n_tasks", n_tasks, 1)
-        n_shared = check_int("n_shared_experts", self.n_shared_experts, 0)
-        n_task = check_int("n_task_experts", self.n_task_experts, 0)
-        n_levels = check_int("n_levels", self.n_levels, 1)
-        if n_shared + n_task == 0:
-            raise ValueError("PLE needs at least one expert: n_shared_experts + "
-                             "n_task_experts must be >= 1.")
-        sizes = check_sizes("hidden_layer_sizes", hidden_layer_sizes)
+        n_features, n_tasks, sizes = self._check_build_args(n_features, n_tasks,
+                                                            hidden_layer_sizes)
         return PLEModule(n_features, n_tasks, sizes, activation, dropout,
-                         n_shared_experts=n_shared, n_task_experts=n_task, n_levels=n_levels)
+                         n_shared_experts=int(self.n_shared_experts),
+                         n_task_experts=int(self.n_task_experts), n_levels=int(self.n_levels))
+
+    def _check_params(self):
+        if self.n_shared_experts + self.n_task_experts == 0:
+            raise InvalidParameterError(
+                "PLE needs at least one expert: the 'n_shared_experts' and 'n_task_experts' "
+                "parameters must sum to at least 1. Got 0 and 0 instead.")
 
 
 class ExtractionLevel(nn.Module):

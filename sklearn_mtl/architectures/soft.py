@@ -1,14 +1,13 @@
 """Soft parameter sharing: one tower per task, pulled together by a penalty."""
 
-import numbers
+from numbers import Real
 
 import torch
+from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
 from ._base import Architecture
-from ._utils import ParallelMLP, check_int, check_sizes, zero_scalar
-
-_TARGETS = ("mean", "pairwise")
+from ._utils import ParallelMLP, zero_scalar
 
 
 class SoftSharing(Architecture):
@@ -42,19 +41,18 @@ class SoftSharing(Architecture):
     the penalty is 0. The penalty covers all tower weights and biases.
     """
 
+    _parameter_constraints: dict = {
+        "penalty": [Interval(Real, 0, None, closed="left")],
+        "to": [StrOptions({"mean", "pairwise"})],
+    }
+
     def __init__(self, penalty=1e-2, to="mean"):
         self.penalty = penalty
         self.to = to
 
     def build(self, n_features, n_tasks, hidden_layer_sizes, activation, dropout):
-        n_features = check_int("n_features", n_features, 1)
-        n_tasks = check_int("n_tasks", n_tasks, 1)
-        sizes = check_sizes("hidden_layer_sizes", hidden_layer_sizes)
-        if (isinstance(self.penalty, bool) or not isinstance(self.penalty, numbers.Real)
-                or not self.penalty >= 0):
-            raise ValueError(f"penalty must be a float >= 0, got {self.penalty!r}.")
-        if self.to not in _TARGETS:
-            raise ValueError(f"to must be one of {_TARGETS}, got {self.to!r}.")
+        n_features, n_tasks, sizes = self._check_build_args(n_features, n_tasks,
+                                                            hidden_layer_sizes)
         return SoftSharingModule(n_features, n_tasks, sizes, activation, dropout,
                                  strength=float(self.penalty), to=self.to)
 

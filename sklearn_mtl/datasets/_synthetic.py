@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import check_random_state
 
-TASK_KINDS = ("regression", "binary", "multiclass")
+from .._tasks import KINDS
 
 # Dimension of each latent factor block (shared block and each task's block).
 _LATENT_DIM = 2
@@ -102,8 +102,8 @@ def make_multitask(n_samples=1000, n_features=10, tasks=("regression", "binary",
     if not tasks:
         raise ValueError("tasks must name at least one task.")
     for kind in tasks:
-        if kind not in TASK_KINDS:
-            raise ValueError(f"Unknown task kind {kind!r}; valid kinds are {TASK_KINDS}.")
+        if kind not in KINDS:
+            raise ValueError(f"Unknown task kind {kind!r}; valid kinds are {KINDS}.")
     relatedness = _check_real("relatedness", relatedness, 0.0, 1.0)
     noise = _check_real("noise", noise, 0.0, np.inf)
     missing_rate = _check_real("missing_rate", missing_rate, 0.0, 1.0)

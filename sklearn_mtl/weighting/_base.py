@@ -4,16 +4,20 @@ A strategy is split in two, as scikit-learn splits an estimator from its
 fitted state:
 
 * :class:`Weighting` holds only hyperparameters (a ``BaseEstimator``), so it
-  clones, pickles and sits in a ``GridSearchCV`` grid like any parameter.
+  clones, pickles and sits in a ``GridSearchCV`` grid like any parameter. It
+  declares them in ``_parameter_constraints``; the estimator validates them
+  once per fit through :func:`~sklearn_mtl.weighting.resolve_weighting`.
 * :meth:`Weighting.build` returns a :class:`WeightingState`, a
-  ``torch.nn.Module`` owned by the training engine for one fit. Learnable
-  weights (uncertainty, GradNorm) are its parameters and are optimised with
-  the network; running statistics are its buffers or attributes.
+  ``torch.nn.Module`` owned by the training engine for one fit. It keeps the
+  strategy's own running statistics and learned weights (uncertainty's
+  log-variances, GradNorm's weights, FAMO's logits, DWA's loss history) as
+  parameters, buffers or attributes; learnable ones are optimised with the
+  network.
 
 The engine calls the state once per training step with the per-task losses::
 
-    total = state.combine(losses, present, grads)
-    total.backward()
+    step = state.combine(losses, present, grads)
+    step.loss.backward()
 
 ``losses``  float tensor (T,): each task's mean loss over its observed labels
             in the batch (0 for a task with no label in the batch).
@@ -27,64 +31,80 @@ The engine calls the state once per training step with the per-task losses::
             (``needs_grads = "representation"``), detached, rows of absent
             tasks all zero.
 
-``combine`` returns the scalar to back-propagate. For gradient methods the
-engine routes the shared part of the gradient itself: ``combine`` must then
-set ``self.shared_coef`` (T,) to the coefficients c such that the shared
-update is ``sum_t c_t g_t`` (every method here produces an update in the span
-of the task gradients), and return the loss whose gradient the task-specific
-parameters (the heads) should receive, usually ``sum_t w_t L_t`` over the
-present tasks with the static weights ``w``.
+``combine`` returns a :class:`Step`, an immutable record of that step; the
+strategy reports through it and sets no attribute for the engine to read:
 
-``last_weights`` (T,) is the effective weight of each task at the last step;
-the engine averages it per epoch into the history.
+``loss``          the scalar to back-propagate.
+``weights``       (T,) the effective weight of each task in this step,
+                  detached (0 for absent tasks); the engine averages it per
+                  epoch into the history.
+``shared_coef``   (T,) gradient methods only: the coefficients ``c`` of the
+                  shared update ``sum_t c_t g_t``, detached (every method here
+                  produces an update in the span of the task gradients). The
+                  engine routes that update to the shared parameters itself;
+                  ``loss`` is then the loss whose gradient the task-specific
+                  parameters (the heads) receive, usually ``sum_t w_t L_t``
+                  over the present tasks with the static weights ``w``, and
+                  must depend on the network only through ``losses``.
+``head_weights``  (T,) optional, the gradient of ``loss`` w.r.t. ``losses``
+                  (usually the static weights of the present tasks). A state
+                  that always fills it declares the class attribute
+                  ``provides_head_weights``; the engine then reads it instead
+                  of differentiating ``loss`` and may call ``combine`` without
+                  gradient recording.
 
-Gradient methods may also set ``head_weights`` (T,), the gradient of the
-returned loss w.r.t. the losses (usually the static weights of the present
-tasks), and declare it with the class attribute ``provides_head_weights``;
-the engine then reads it instead of differentiating the returned loss (and
-may call ``combine`` without gradient recording). The returned loss must
-depend on the network only through ``losses``.
-
-With loss normalisation (the estimator's ``loss_normalization``, see
-:mod:`._normalization`) the losses passed to ``combine`` are already divided
-by per-task scales; the engine sets ``loss_scale`` (T,) to this step's
-divisors (None without normalisation). ``after_step`` receives raw losses:
-a strategy that compares them with the ones ``combine`` saw divides them by
-``loss_scale`` first (:meth:`WeightingState.scaled`).
+Loss normalisation (the estimator's ``loss_normalization``, see
+:mod:`sklearn_mtl._normalization`) is the engine's: the losses passed to
+``combine`` are already divided by per-task scales, and so are those passed
+to ``after_step``, with the same step's divisors. The engine passes losses
+rather than the scales because the scales are a fact of the engine: a
+strategy then works on one kind of loss throughout, cannot mix raw and
+normalised values, and no per-step value of the engine lives on the state.
+``epoch_end`` receives the epoch's raw mean losses (strategies that use it
+compare a task with itself over epochs, which a per-task scale leaves alone
+or only shifts).
 """
 
+from typing import NamedTuple
+
 import torch
-from sklearn.base import BaseEstimator
+
+from .._params import Configuration
+
+
+class Step(NamedTuple):
+    """What :meth:`WeightingState.combine` returns for one step (see the module
+    docstring). A named tuple: built once per training step, it costs a tuple."""
+
+    loss: torch.Tensor
+    weights: torch.Tensor
+    shared_coef: torch.Tensor | None = None
+    head_weights: torch.Tensor | None = None
 
 
 class WeightingState(torch.nn.Module):
     """Per-fit state of a weighting strategy; see the module docstring."""
 
+    #: True when every Step this state returns carries head_weights.
+    provides_head_weights = False
+
     def __init__(self, static_weights):
         super().__init__()
         self.register_buffer("static_weights", torch.as_tensor(static_weights, dtype=torch.float32))
-        self.register_buffer("last_weights", self.static_weights.clone())
-        self.shared_coef = None
-        self.head_weights = None
-        self.loss_scale = None
-
-    def scaled(self, losses):
-        """``losses`` divided by this step's normalisation divisors (if any)."""
-        if self.loss_scale is None:
-            return losses
-        return losses / self.loss_scale.to(device=losses.device, dtype=losses.dtype)
 
     @property
     def n_tasks(self):
         return self.static_weights.shape[0]
 
     def combine(self, losses, present, grads=None):
+        """Return this step's :class:`Step`."""
         raise NotImplementedError
 
     # Optional hooks. The defaults do nothing.
     def after_step(self, losses_after, present):
         """Called after the optimiser step with the same batch's losses re-evaluated
-        without gradient (only when the strategy sets ``needs_losses_after_step``)."""
+        without gradient, on the scale ``combine`` saw (only when the strategy sets
+        ``needs_losses_after_step``)."""
 
     def epoch_end(self, train_losses, valid_losses=None):
         """Called at the end of each epoch with numpy arrays (T,) of the epoch's mean
@@ -92,8 +112,12 @@ class WeightingState(torch.nn.Module):
         losses."""
 
 
-class Weighting(BaseEstimator):
-    """Base class of the strategy configurations (hyperparameters only)."""
+class Weighting(Configuration):
+    """Base class of the strategy configurations (hyperparameters only).
+
+    Subclasses declare every constructor parameter in ``_parameter_constraints``
+    (scikit-learn's ``sklearn.utils._param_validation`` constraints).
+    """
 
     #: None, "params" or "representation": what per-task gradients combine() needs.
     needs_grads = None
@@ -107,5 +131,7 @@ class Weighting(BaseEstimator):
         ``loss_weights``. Strategies that admit a prior use it as one.
         ``task_kinds`` lists each task's kind ('regression', 'binary',
         'multiclass'), for strategies whose rule depends on it (uncertainty).
+        The hyperparameters are validated before (``resolve_weighting``);
+        what depends on these arguments is checked here.
         """
         raise NotImplementedError

@@ -15,7 +15,7 @@ per-step solver time is a visible part of a tabular training step.
 import numpy as np
 import torch
 
-from ._base import WeightingState
+from ._base import Step, WeightingState
 from ._utils import weighted_sum
 
 
@@ -34,11 +34,12 @@ class GradientWeightingState(WeightingState):
     """State of a method whose shared update is ``sum_t c_t g_t``.
 
     Subclasses implement :meth:`coefficients` on the present tasks only.
-    ``combine`` returns the heads' loss ``sum_t w_t L_t`` (static weights
-    ``w``, present tasks), sets ``shared_coef`` to ``c`` (absent tasks 0) and
-    ``last_weights`` to ``c`` as well: for these methods the effective weight
-    of a task is its coefficient in the shared update. ``head_weights`` is
-    ``w`` (the gradient of the returned loss w.r.t. the losses).
+    ``combine`` returns a :class:`Step` whose ``loss`` is the heads' loss
+    ``sum_t w_t L_t`` (static weights ``w``, present tasks), ``shared_coef``
+    is ``c`` (absent tasks 0) and ``weights`` is ``c`` as well: for these
+    methods the effective weight of a task is its coefficient in the shared
+    update. ``head_weights`` is ``w`` (the gradient of ``loss`` w.r.t. the
+    losses).
     """
 
     #: When true, static weights are priors: each g_t is scaled by w_t before
@@ -46,7 +47,7 @@ class GradientWeightingState(WeightingState):
     uses_priors = False
     #: When true, the host problem also receives the present tasks' losses.
     needs_losses = False
-    #: combine() sets head_weights, the gradient of its loss w.r.t. the losses.
+    #: The Step's head_weights are the gradient of its loss w.r.t. the losses.
     provides_head_weights = True
 
     def coefficients(self, gram, losses):
@@ -111,8 +112,6 @@ class GradientWeightingState(WeightingState):
                                               else np.float64))
         if coef.device != grads.device or coef.dtype != grads.dtype:
             coef = coef.to(device=grads.device, dtype=grads.dtype, non_blocking=True)
-        # Plain attribute and buffer writes (Module.__setattr__ is slow per step).
-        self.__dict__["shared_coef"] = coef
-        self.__dict__["head_weights"] = w.detach().to(losses.dtype)
-        self._buffers["last_weights"] = coef.to(self.last_weights.dtype)
-        return head_loss
+        static_dtype = self.static_weights.dtype
+        weights = coef if coef.dtype == static_dtype else coef.to(static_dtype)
+        return Step(head_loss, weights, coef, w.detach().to(losses.dtype))

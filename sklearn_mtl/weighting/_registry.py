@@ -1,5 +1,10 @@
-"""Names of the built-in strategies and the resolver the estimators use."""
+"""The built-in strategies by name, and the resolver the estimators use.
 
+This is the one list of the strategies: the package namespace and its
+``__all__`` are built from :data:`WEIGHTINGS`.
+"""
+
+from .._params import resolve
 from ._base import Weighting
 from .alternating import Alternating
 from .cagrad import CAGrad
@@ -15,6 +20,7 @@ from .uncertainty import Uncertainty
 from .upgrad import UPGrad
 from .validation_trend import ValidationTrend
 
+#: Name -> strategy class; a name builds the class with its defaults.
 WEIGHTINGS = {
     "static": Static,
     "uncertainty": Uncertainty,
@@ -32,30 +38,18 @@ WEIGHTINGS = {
     "alternating": Alternating,
 }
 
+__all__ = ["WEIGHTINGS", "resolve_weighting", *(cls.__name__ for cls in WEIGHTINGS.values())]
+
 
 def resolve_weighting(weighting):
-    """Return a :class:`Weighting` instance for a name or an instance.
+    """The validated :class:`Weighting` an estimator's ``weighting`` designates.
 
-    A name (see ``WEIGHTINGS``) builds the strategy with its default
+    The one entry point of the estimator, called at the start of ``fit``. A
+    name (see :data:`WEIGHTINGS`) builds the strategy with its default
     hyperparameters; an instance is returned as is (the caller clones it).
+    Its hyperparameters are then checked against their declared constraints
+    (``InvalidParameterError``, a ``ValueError``, naming the parameter).
     Unknown names raise ``ValueError`` listing the valid names; any other
     type (including a class rather than an instance) raises ``TypeError``.
     """
-    if isinstance(weighting, Weighting):
-        return weighting
-    if isinstance(weighting, str):
-        try:
-            return WEIGHTINGS[weighting]()
-        except KeyError:
-            raise ValueError(
-                f"Unknown weighting {weighting!r}; valid names are {sorted(WEIGHTINGS)}, "
-                "or pass a Weighting instance."
-            ) from None
-    if isinstance(weighting, type) and issubclass(weighting, Weighting):
-        raise TypeError(
-            f"weighting must be an instance, e.g. {weighting.__name__}(), not the class itself."
-        )
-    raise TypeError(
-        f"weighting must be a name in {sorted(WEIGHTINGS)} or a Weighting instance; "
-        f"got {type(weighting).__name__}."
-    )
+    return resolve(weighting, WEIGHTINGS, Weighting, "weighting")

@@ -4,12 +4,10 @@ Everything here keeps tensors on the device of its inputs and never syncs
 with the host, so the loss-only strategies stay sync-free on CUDA.
 """
 
-import numbers
-
 import numpy as np
 import torch
 
-TASK_KINDS = ("regression", "binary", "multiclass")
+from .._tasks import KINDS
 
 
 def masked_losses(losses, present):
@@ -47,6 +45,14 @@ def masked_mean(x, present):
     return torch.where(present, x, torch.zeros_like(x)).sum() / n
 
 
+def on_host(solve, gram, *args):
+    """``solve`` (numpy float64 Gram matrix, *args -> coefficients) applied to a Gram
+    tensor: the one host crossing of the exact gradient methods (their small solvers
+    are numpy code); the result is a tensor like ``gram``."""
+    coef = solve(gram.detach().to("cpu", torch.float64).numpy(), *args)
+    return torch.as_tensor(coef, dtype=gram.dtype, device=gram.device)
+
+
 def epoch_array(values, like):
     """A per-epoch numpy array (or None) as a float tensor on ``like``'s device."""
     if values is None:
@@ -63,9 +69,9 @@ def check_task_kinds(task_kinds, n_tasks):
     kinds = list(task_kinds)
     if len(kinds) != n_tasks:
         raise ValueError(f"task_kinds has {len(kinds)} entries for {n_tasks} tasks.")
-    bad = [k for k in kinds if k not in TASK_KINDS]
+    bad = [k for k in kinds if k not in KINDS]
     if bad:
-        raise ValueError(f"Unknown task kinds {bad}; expected one of {list(TASK_KINDS)}.")
+        raise ValueError(f"Unknown task kinds {bad}; expected one of {list(KINDS)}.")
     return kinds
 
 
@@ -75,7 +81,8 @@ def make_generator(random_state):
     ``None`` deliberately uses the global generator: the engine seeds torch
     from the estimator's ``random_state``, so a fit stays reproducible. An
     int seeds a private generator; a numpy ``RandomState``/``Generator``
-    supplies the seed. Draws happen on the CPU so that the same seed gives
+    supplies the seed (the value was validated with the strategy's
+    hyperparameters). Draws happen on the CPU so that the same seed gives
     the same draws on every device.
     """
     if random_state is None:
@@ -84,23 +91,16 @@ def make_generator(random_state):
         seed = int(random_state.randint(0, 2**31 - 1))
     elif isinstance(random_state, np.random.Generator):
         seed = int(random_state.integers(0, 2**31 - 1))
-    elif isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        seed = int(random_state)
     else:
-        raise ValueError(
-            f"random_state must be None, an int or a numpy random generator; got {random_state!r}."
-        )
+        seed = int(random_state)
     gen = torch.Generator(device="cpu")
     gen.manual_seed(seed)
     return gen
 
 
-def check_positive(name, value, strict=True):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite real number; got {value!r}.")
-    if value < 0 or (strict and value == 0):
-        raise ValueError(f"{name} must be {'> 0' if strict else '>= 0'}; got {value!r}.")
-    return float(value)
+#: The constraints of a ``random_state`` hyperparameter (scikit-learn's, plus a
+#: numpy ``Generator``).
+RANDOM_STATE = ["random_state", np.random.Generator]
 
 
 def adam_masked_step(

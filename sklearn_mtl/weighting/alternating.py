@@ -2,7 +2,7 @@
 
 import torch
 
-from ._base import Weighting, WeightingState
+from ._base import Step, Weighting, WeightingState
 
 
 def round_robin_choice(present, pointer):
@@ -32,8 +32,7 @@ class AlternatingState(WeightingState):
         loss = torch.where(onehot, losses, torch.zeros_like(losses))
         # Advance only when a task was trained, so an empty batch skips no one.
         self.pointer = torch.where(present.any(), (chosen + 1) % self.n_tasks, self.pointer)
-        self.last_weights = w.detach()
-        return (w * loss).sum()
+        return Step((w * loss).sum(), w.detach())
 
 
 class Alternating(Weighting):
@@ -46,6 +45,8 @@ class Alternating(Weighting):
     Absent tasks are skipped, so with missing labels a task may be skipped in
     a round. Static weights scale the chosen task's loss.
     """
+
+    _parameter_constraints: dict = {}
 
     def build(self, static_weights, task_kinds=None):
         return AlternatingState(static_weights)

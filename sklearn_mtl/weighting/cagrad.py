@@ -1,12 +1,14 @@
 """CAGrad: conflict-averse gradient descent (Liu et al. 2021)."""
 
+from numbers import Integral, Real
+
 import numpy as np
-import torch
 from scipy.optimize import minimize
+from sklearn.utils._param_validation import Interval, Options
 
 from ._base import Weighting
 from ._gradient_state import GradientWeightingState
-from ._utils import check_positive
+from ._utils import on_host
 
 RESCALES = (0, 1, 2)
 
@@ -207,9 +209,7 @@ def cagrad_dual_weights(gram, c=0.4):
     authors' solver, 10-50x slower) as the fallback. Returns a tensor (k,)
     like ``gram``.
     """
-    M = gram.detach().to("cpu", torch.float64).numpy()
-    w = cagrad_dual_weights_np(M, c)
-    return torch.as_tensor(w, dtype=gram.dtype, device=gram.device)
+    return on_host(cagrad_dual_weights_np, gram, c)
 
 
 def cagrad_coefficients_np(M, c=0.4, rescale=1, hint=None):
@@ -234,9 +234,7 @@ def cagrad_coefficients(gram, c=0.4, rescale=1):
     ``g_w = 0`` (0 in the hull and no better w) the update falls back to
     ``g_0``: the direction term is undefined there.
     """
-    M = gram.detach().to("cpu", torch.float64).numpy()
-    coef = cagrad_coefficients_np(M, c, rescale)
-    return torch.as_tensor(coef, dtype=gram.dtype, device=gram.device)
+    return on_host(cagrad_coefficients_np, gram, c, rescale)
 
 
 class CAGradState(GradientWeightingState):
@@ -264,7 +262,7 @@ class CAGrad(Weighting):
 
     ``needs_grads = "params"``. Static weights are priors: each ``g_t`` is
     scaled by ``w_t`` first (so ``g_0`` is the prior-weighted average).
-    ``last_weights``/``shared_coef`` are the update's coefficients.
+    The step's ``weights`` and ``shared_coef`` are the update's coefficients.
 
     Parameters
     ----------
@@ -276,13 +274,14 @@ class CAGrad(Weighting):
     """
 
     needs_grads = "params"
+    _parameter_constraints: dict = {
+        "c": [Interval(Real, 0, None, closed="left")],
+        "rescale": [Options(Integral, set(RESCALES))],
+    }
 
     def __init__(self, c=0.4, rescale=1):
         self.c = c
         self.rescale = rescale
 
     def build(self, static_weights, task_kinds=None):
-        c = check_positive("c", self.c, strict=False)
-        if self.rescale not in RESCALES or isinstance(self.rescale, bool):
-            raise ValueError(f"rescale must be one of {list(RESCALES)}; got {self.rescale!r}.")
-        return CAGradState(static_weights, c, int(self.rescale))
+        return CAGradState(static_weights, float(self.c), int(self.rescale))

@@ -1,9 +1,12 @@
 """Dynamic Weight Average (Liu, Johns & Davison 2019)."""
 
-import torch
+from numbers import Real
 
-from ._base import Weighting, WeightingState
-from ._utils import check_positive, epoch_array, weighted_sum
+import torch
+from sklearn.utils._param_validation import Interval
+
+from ._base import Step, Weighting, WeightingState
+from ._utils import epoch_array, weighted_sum
 
 
 def dwa_weights(prev_losses, prev_prev_losses, temperature=2.0):
@@ -32,8 +35,7 @@ class DWAState(WeightingState):
 
     def combine(self, losses, present, grads=None):
         total, w = weighted_sum(self.static_weights * self.epoch_weights, losses, present)
-        self.last_weights = w.detach()
-        return total
+        return Step(total, w.detach())
 
     def epoch_end(self, train_losses, valid_losses=None):
         cur = epoch_array(train_losses, self.prev_losses)
@@ -63,8 +65,10 @@ class DWA(Weighting):
         Softmax temperature ``T``; larger is closer to equal weights.
     """
 
+    _parameter_constraints: dict = {"temperature": [Interval(Real, 0, None, closed="neither")]}
+
     def __init__(self, temperature=2.0):
         self.temperature = temperature
 
     def build(self, static_weights, task_kinds=None):
-        return DWAState(static_weights, check_positive("temperature", self.temperature))
+        return DWAState(static_weights, float(self.temperature))

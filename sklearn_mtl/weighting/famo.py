@@ -1,9 +1,12 @@
 """FAMO: Fast Adaptive Multitask Optimization (Liu et al. 2023)."""
 
-import torch
+from numbers import Real
 
-from ._base import Weighting, WeightingState
-from ._utils import adam_masked_step, check_positive, masked_losses, masked_softmax
+import torch
+from sklearn.utils._param_validation import Interval
+
+from ._base import Step, Weighting, WeightingState
+from ._utils import adam_masked_step, masked_losses, masked_softmax
 
 
 def famo_loss_weights(logits, losses, present, eps=1e-8, prior=None):
@@ -65,16 +68,15 @@ class FAMOState(WeightingState):
         w = w * present.sum().to(w.dtype)
         self.prev_losses = masked_losses(losses.detach(), present).to(self.prev_losses.dtype)
         self.prev_present = present.clone()
-        self.last_weights = w
         # Same gradient as the paper's log form; the value stays a weighted loss.
-        return (w * masked_losses(losses, present)).sum()
+        return Step((w * masked_losses(losses, present)).sum(), w)
 
     @torch.no_grad()
     def after_step(self, losses_after, present):
         mask = present & self.prev_present
-        # Same scale as the losses combine() saw (loss normalisation), else delta is biased.
-        losses_after = self.scaled(losses_after.detach())
-        g = famo_logits_gradient(self.logits, self.prev_losses, losses_after, mask, self.eps)
+        # On the scale combine() saw (the engine normalises both alike).
+        g = famo_logits_gradient(self.logits, self.prev_losses, losses_after.detach(), mask,
+                                 self.eps)
         g = g.to(self.logits.dtype) + self.weight_decay * self.logits  # Adam's L2 weight decay
         adam_masked_step(
             self.logits, g, mask, self.exp_avg, self.exp_avg_sq, self.adam_steps, self.lr
@@ -114,15 +116,17 @@ class FAMO(Weighting):
 
     needs_losses_after_step = True
 
+    _parameter_constraints: dict = {
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "eps": [Interval(Real, 0, None, closed="neither")],
+    }
+
     def __init__(self, lr=0.025, weight_decay=0.01, eps=1e-8):
         self.lr = lr
         self.weight_decay = weight_decay
         self.eps = eps
 
     def build(self, static_weights, task_kinds=None):
-        return FAMOState(
-            static_weights,
-            check_positive("lr", self.lr),
-            check_positive("weight_decay", self.weight_decay, strict=False),
-            check_positive("eps", self.eps),
-        )
+        return FAMOState(static_weights, float(self.lr), float(self.weight_decay),
+                         float(self.eps))

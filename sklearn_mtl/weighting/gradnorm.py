@@ -1,15 +1,12 @@
 """GradNorm: gradient normalisation (Chen et al. 2018)."""
 
-import torch
+from numbers import Real
 
-from ._base import Weighting, WeightingState
-from ._utils import (
-    adam_masked_step,
-    check_positive,
-    masked_losses,
-    masked_mean,
-    weighted_sum,
-)
+import torch
+from sklearn.utils._param_validation import Interval
+
+from ._base import Step, Weighting, WeightingState
+from ._utils import adam_masked_step, masked_losses, masked_mean, weighted_sum
 
 
 def gradnorm_weight_gradient(weights, grad_norms, losses, initial_losses, present, alpha=1.5):
@@ -49,7 +46,7 @@ def renormalize_present(new_weights, old_weights, present, min_weight=1e-3):
 
 
 class GradNormState(WeightingState):
-    #: combine() sets head_weights, the gradient of its loss w.r.t. the losses.
+    #: The Step's head_weights are the gradient of its loss w.r.t. the losses.
     provides_head_weights = True
 
     def __init__(self, static_weights, alpha, lr):
@@ -88,10 +85,7 @@ class GradNormState(WeightingState):
             )
             self.weights.copy_(renormalize_present(self.weights, w_now, present))
         coef = eff.detach().to(grads.dtype)  # same dtype as the gradients it scales
-        self.shared_coef = coef
-        self.head_weights = coef
-        self.last_weights = eff.detach()
-        return total
+        return Step(total, eff.detach(), shared_coef=coef, head_weights=coef)
 
 
 class GradNorm(Weighting):
@@ -126,13 +120,14 @@ class GradNorm(Weighting):
 
     needs_grads = "params"
 
+    _parameter_constraints: dict = {
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+    }
+
     def __init__(self, alpha=1.5, lr=0.025):
         self.alpha = alpha
         self.lr = lr
 
     def build(self, static_weights, task_kinds=None):
-        return GradNormState(
-            static_weights,
-            check_positive("alpha", self.alpha, strict=False),
-            check_positive("lr", self.lr),
-        )
+        return GradNormState(static_weights, float(self.alpha), float(self.lr))

@@ -67,10 +67,11 @@ class IMTL(Weighting):
     ``needs_grads = "params"``. Rescaling a task's gradient changes only the
     length of IMTL-G's update, not its direction, so static weights cannot
     act as priors on the shared update; they weight the heads' loss only.
-    ``last_weights``/``shared_coef`` are ``alpha``.
+    The step's ``weights`` and ``shared_coef`` are ``alpha``.
     """
 
     needs_grads = "params"
+    _parameter_constraints: dict = {}
 
     def build(self, static_weights, task_kinds=None):
         return IMTLState(static_weights)

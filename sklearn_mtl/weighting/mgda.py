@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+from sklearn.utils._param_validation import StrOptions
 
 from ._base import Weighting
 from ._gradient_state import GradientWeightingState
@@ -188,6 +189,12 @@ def mgda_min_norm_weights(gram, tol=1e-12, max_iter=1000):
 
 
 def _normalizers_np(M, losses, normalization, eps=1e-8):
+    """Per-task divisors ``n_t`` of MGDA's gradient normalisation.
+
+    'none': 1; 'l2': ``|g_t|``; 'loss': ``L_t``; 'loss+': ``L_t |g_t|``
+    (Sener & Koltun 2018, released code). Clamped at ``eps`` so a zero
+    gradient or loss gives a finite value.
+    """
     norms = np.sqrt(np.clip(np.diag(M), 0.0, None))
     if normalization == "none":
         n = np.ones_like(norms)
@@ -202,19 +209,6 @@ def _normalizers_np(M, losses, normalization, eps=1e-8):
             f"normalization must be one of {list(NORMALIZATIONS)}; got {normalization!r}."
         )
     return np.maximum(n, eps)
-
-
-def gradient_normalizers(gram, losses, normalization, eps=1e-8):
-    """Per-task divisors ``n_t`` of MGDA's gradient normalisation.
-
-    'none': 1; 'l2': ``|g_t|``; 'loss': ``L_t``; 'loss+': ``L_t |g_t|``
-    (Sener & Koltun 2018, released code). Clamped at ``eps`` so a zero
-    gradient or loss gives a finite value.
-    """
-    M = gram.detach().to("cpu", torch.float64).numpy()
-    loss = None if losses is None else losses.detach().to("cpu", torch.float64).numpy()
-    n = _normalizers_np(M, loss, normalization, eps)
-    return torch.as_tensor(n, dtype=gram.dtype, device=gram.device)
 
 
 def mgda_coefficients_np(M, losses=None, normalization="none", hint=None):
@@ -265,7 +259,7 @@ class MGDA(Weighting):
     nearest-point algorithm for more, on the host in float64 from the Gram
     matrix. ``needs_grads = "params"``. Static weights do not enter the
     shared update (MGDA has no natural prior); they weight the heads' loss.
-    ``last_weights``/``shared_coef`` are ``c_t = lambda_t / n_t``.
+    The step's ``weights`` and ``shared_coef`` are ``c_t = lambda_t / n_t``.
 
     Parameters
     ----------
@@ -275,15 +269,12 @@ class MGDA(Weighting):
     """
 
     needs_grads = "params"
+    _parameter_constraints: dict = {"normalization": [StrOptions(set(NORMALIZATIONS))]}
 
     def __init__(self, normalization="none"):
         self.normalization = normalization
 
     def build(self, static_weights, task_kinds=None):
-        if self.normalization not in NORMALIZATIONS:
-            raise ValueError(
-                f"normalization must be one of {list(NORMALIZATIONS)}; got {self.normalization!r}."
-            )
         return MGDAState(static_weights, self.normalization)
 
 

@@ -5,7 +5,7 @@ import torch
 
 from ._base import Weighting
 from ._gradient_state import GradientWeightingState
-from ._utils import make_generator
+from ._utils import RANDOM_STATE, make_generator, on_host
 
 
 def pcgrad_coefficients_np(gram, orders):
@@ -57,9 +57,7 @@ def pcgrad_coefficients(gram, order):
     order = torch.as_tensor(order, dtype=torch.long)
     if order.dim() == 1:
         order = order.expand(k, k)
-    M = gram.detach().to("cpu", torch.float64).numpy()
-    c = pcgrad_coefficients_np(M, order.tolist())
-    return torch.as_tensor(c, dtype=gram.dtype, device=gram.device)
+    return on_host(pcgrad_coefficients_np, gram, order.tolist())
 
 
 class PCGradState(GradientWeightingState):
@@ -87,7 +85,7 @@ class PCGrad(Weighting):
     gradients are left unchanged (plain sum).
 
     ``needs_grads = "params"``. Static weights are priors: each ``g_t`` is
-    scaled by ``w_t`` before the projections. ``last_weights``/
+    scaled by ``w_t`` before the projections. The step's ``weights`` and
     ``shared_coef`` are the coefficients of the update in the original
     gradients.
 
@@ -98,6 +96,7 @@ class PCGrad(Weighting):
     """
 
     needs_grads = "params"
+    _parameter_constraints: dict = {"random_state": RANDOM_STATE}
 
     def __init__(self, random_state=None):
         self.random_state = random_state

@@ -2,8 +2,8 @@
 
 import torch
 
-from ._base import Weighting, WeightingState
-from ._utils import make_generator, masked_softmax, weighted_sum
+from ._base import Step, Weighting, WeightingState
+from ._utils import RANDOM_STATE, make_generator, masked_softmax, weighted_sum
 
 
 def rlw_weights(z, present):
@@ -23,8 +23,7 @@ class RLWState(WeightingState):
         z = torch.randn(self.n_tasks, generator=self._generator, dtype=torch.float32)
         z = z.to(device=losses.device, dtype=losses.dtype, non_blocking=True)
         total, w = weighted_sum(self.static_weights * rlw_weights(z, present), losses, present)
-        self.last_weights = w.detach()
-        return total
+        return Step(total, w.detach())
 
 
 class RLW(Weighting):
@@ -45,6 +44,8 @@ class RLW(Weighting):
         Seed of the weight draws. None uses torch's global generator (which
         the estimator seeds), an int a private generator.
     """
+
+    _parameter_constraints: dict = {"random_state": RANDOM_STATE}
 
     def __init__(self, random_state=None):
         self.random_state = random_state

@@ -1,14 +1,13 @@
 """Static (fixed) loss weights: the default strategy."""
 
-from ._base import Weighting, WeightingState
+from ._base import Step, Weighting, WeightingState
 from ._utils import weighted_sum
 
 
 class StaticState(WeightingState):
     def combine(self, losses, present, grads=None):
         total, w = weighted_sum(self.static_weights, losses, present)
-        self.last_weights = w.detach()
-        return total
+        return Step(total, w.detach())
 
 
 class Static(Weighting):
@@ -22,6 +21,8 @@ class Static(Weighting):
 
     Absent tasks (no label in the batch) get weight 0 for the step.
     """
+
+    _parameter_constraints: dict = {}
 
     def build(self, static_weights, task_kinds=None):
         return StaticState(static_weights)

@@ -1,8 +1,11 @@
 """Homoscedastic uncertainty weighting (Kendall, Gal & Cipolla 2018)."""
 
-import torch
+from numbers import Real
 
-from ._base import Weighting, WeightingState
+import torch
+from sklearn.utils._param_validation import Interval
+
+from ._base import Step, Weighting, WeightingState
 from ._utils import check_task_kinds, masked_losses
 
 
@@ -36,8 +39,7 @@ class UncertaintyState(WeightingState):
         # An absent task's s_t gets no gradient: it has no data this step.
         total = torch.where(present, terms, torch.zeros_like(terms)).sum()
         eff = prior * self.scales.to(loss.dtype) * torch.exp(-s.detach())
-        self.last_weights = torch.where(present, eff, torch.zeros_like(eff))
-        return total
+        return Step(total, torch.where(present, eff, torch.zeros_like(eff)))
 
 
 class Uncertainty(Weighting):
@@ -53,7 +55,7 @@ class Uncertainty(Weighting):
 
     For a mean-squared-error loss the optimum is ``exp(s_t) = L_t``, the
     task's residual variance. Static weights act as priors multiplying each
-    task's whole term. ``last_weights`` reports the effective weight on
+    task's whole term. The step's ``weights`` report the effective weight on
     ``L_t`` (prior * 0.5 or 1 * exp(-s_t)).
 
     Parameters
@@ -61,10 +63,16 @@ class Uncertainty(Weighting):
     init_log_variance : float, default=0.0
         Initial value of every ``s_t``.
 
+    Notes
+    -----
     ``build(static_weights, task_kinds=None)``: ``task_kinds`` is an optional
     list with one of ``'regression'``, ``'binary'``, ``'multiclass'`` per task
     and selects each task's form; None treats every task as regression.
     """
+
+    _parameter_constraints: dict = {
+        "init_log_variance": [Interval(Real, None, None, closed="neither")],
+    }
 
     def __init__(self, init_log_variance=0.0):
         self.init_log_variance = init_log_variance

@@ -1,11 +1,11 @@
 """UPGrad: unconflicting projection of gradients (Quinton & Rey 2024)."""
 
 import numpy as np
-import torch
 from scipy.optimize import nnls
 
 from ._base import Weighting
 from ._gradient_state import GradientWeightingState
+from ._utils import on_host
 
 
 def _gram_root(M):
@@ -14,19 +14,17 @@ def _gram_root(M):
     return np.sqrt(np.clip(evals, 0.0, None))[:, None] * evecs.T
 
 
-def dual_cone_projection_weights(gram, i, u=1.0, root=None):
+def dual_cone_projection_weights(A, i, u=1.0):
     """Weights ``v`` with ``sum_j v_j g_j`` the projection of ``u g_i`` onto
     the dual cone ``{x : g_j . x >= 0 for all j}``.
 
     By duality the projection is ``G^T v`` with
     ``v = argmin_{v >= u e_i} v^T M v`` (``M = G G^T``). Writing
-    ``v = u e_i + z``, ``z >= 0``, and ``M = A^T A`` (symmetric square root
-    from an eigendecomposition, or ``root`` when given), this is the
-    non-negative least-squares problem ``min_{z >= 0} |A z + u A e_i|^2``,
-    solved exactly by Lawson-Hanson (``scipy.optimize.nnls``). numpy float64
-    in and out.
+    ``v = u e_i + z``, ``z >= 0``, and ``M = A^T A`` (``A`` the symmetric
+    square root of :func:`_gram_root`), this is the non-negative
+    least-squares problem ``min_{z >= 0} |A z + u A e_i|^2``, solved exactly
+    by Lawson-Hanson (``scipy.optimize.nnls``). numpy float64 in and out.
     """
-    A = _gram_root(np.asarray(gram, dtype=np.float64)) if root is None else root
     z, _ = nnls(A, -u * A[:, i])
     v = z
     v[i] += u
@@ -45,7 +43,7 @@ def upgrad_coefficients_np(M, pref=None):
     coef = np.zeros(k)
     for i in range(k):
         if p[i] != 0:
-            coef += dual_cone_projection_weights(None, i, p[i], root=A)
+            coef += dual_cone_projection_weights(A, i, p[i])
     return coef
 
 
@@ -58,9 +56,7 @@ def upgrad_coefficients(gram, pref=None):
     projection is positively homogeneous, so ``pref_i proj(g_i) =
     proj(pref_i g_i)``. Returns a tensor (k,) like ``gram``.
     """
-    M = gram.detach().to("cpu", torch.float64).numpy()
-    coef = upgrad_coefficients_np(M, pref)
-    return torch.as_tensor(coef, dtype=gram.dtype, device=gram.device)
+    return on_host(upgrad_coefficients_np, gram, pref)
 
 
 class UPGradState(GradientWeightingState):
@@ -83,11 +79,12 @@ class UPGrad(Weighting):
 
     ``needs_grads = "params"``. Static weights are priors (the paper's
     preference vector): each ``g_t`` is scaled by ``w_t`` before the
-    projection. ``last_weights``/``shared_coef`` are the update's
+    projection. The step's ``weights`` and ``shared_coef`` are the update's
     coefficients.
     """
 
     needs_grads = "params"
+    _parameter_constraints: dict = {}
 
     def build(self, static_weights, task_kinds=None):
         return UPGradState(static_weights)

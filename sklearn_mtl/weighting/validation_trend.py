@@ -1,11 +1,12 @@
 """Per-epoch weights from each task's (validation) loss trend."""
 
-import numbers
+from numbers import Integral, Real
 
 import torch
+from sklearn.utils._param_validation import Interval
 
-from ._base import Weighting, WeightingState
-from ._utils import check_positive, weighted_sum
+from ._base import Step, Weighting, WeightingState
+from ._utils import weighted_sum
 
 
 def trend_ratios(history, window):
@@ -44,8 +45,7 @@ class ValidationTrendState(WeightingState):
 
     def combine(self, losses, present, grads=None):
         total, w = weighted_sum(self.static_weights * self.epoch_weights, losses, present)
-        self.last_weights = w.detach()
-        return total
+        return Step(total, w.detach())
 
     def epoch_end(self, train_losses, valid_losses=None):
         dev, n = self.epoch_weights.device, self.n_tasks
@@ -96,17 +96,14 @@ class ValidationTrend(Weighting):
         weight ratio of ``e``.
     """
 
+    _parameter_constraints: dict = {
+        "window": [Interval(Integral, 1, None, closed="left")],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+    }
+
     def __init__(self, window=2, temperature=0.2):
         self.window = window
         self.temperature = temperature
 
     def build(self, static_weights, task_kinds=None):
-        if (
-            not isinstance(self.window, numbers.Integral)
-            or isinstance(self.window, bool)
-            or self.window < 1
-        ):
-            raise ValueError(f"window must be an int >= 1; got {self.window!r}.")
-        return ValidationTrendState(
-            static_weights, int(self.window), check_positive("temperature", self.temperature)
-        )
+        return ValidationTrendState(static_weights, int(self.window), float(self.temperature))

@@ -15,6 +15,7 @@ from sklearn_mtl.architectures import (
     MMoE,
     PLE,
     SoftSharing,
+    resolve_architecture,
 )
 
 from _arch_cases import ALL_ARCHITECTURES
@@ -112,7 +113,7 @@ def test_registry_covers_every_class():
 
 @pytest.mark.parametrize("arch, match", [
     (SoftSharing(penalty=-1.0), "penalty"),
-    (SoftSharing(to="median"), "to must be"),
+    (SoftSharing(to="median"), "'to' parameter of SoftSharing must be"),
     (CrossStitch(init_self=1.5), "init_self"),
     (MMoE(n_experts=0), "n_experts"),
     (MMoE(expert_hidden=(4, 0)), "expert_hidden"),
@@ -120,9 +121,9 @@ def test_registry_covers_every_class():
     (PLE(n_shared_experts=0, n_task_experts=0), "at least one expert"),
     (PLE(n_task_experts=1.5), "n_task_experts"),
 ])
-def test_invalid_hyperparameters_raise_at_build(arch, match):
+def test_invalid_hyperparameters_raise_at_resolve(arch, match):
     with pytest.raises(ValueError, match=match):
-        arch.build(N_FEATURES, N_TASKS, (4,), "relu", 0.0)
+        resolve_architecture(arch)
 
 
 @pytest.mark.parametrize("arch, per_task", ALL_ARCHITECTURES)

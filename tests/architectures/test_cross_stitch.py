@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sklearn_mtl.architectures import CrossStitch, CrossStitchModule
+from sklearn_mtl.architectures import CrossStitch, CrossStitchModule, resolve_architecture
 
 
 def test_units_start_at_the_configured_mix():
@@ -51,4 +51,4 @@ def test_units_mix_tasks_and_learn():
 @pytest.mark.parametrize("bad", [-0.1, 1.1, "0.9", True])
 def test_invalid_init_self(bad):
     with pytest.raises(ValueError, match="init_self"):
-        CrossStitch(init_self=bad).build(5, 2, (3,), "relu", 0.0)
+        resolve_architecture(CrossStitch(init_self=bad))

@@ -14,6 +14,7 @@ from sklearn_mtl.weighting import (
     WEIGHTINGS,
     GradNorm,
     Static,
+    Step,
     Uncertainty,
     Weighting,
     WeightingState,
@@ -36,10 +37,11 @@ def make_inputs(present, device="cpu", seed=0, P=6):
 
 
 def step(state, weighting, losses, present, grads):
-    out = state.combine(losses, present, grads if weighting.needs_grads else None)
+    record = state.combine(losses, present, grads if weighting.needs_grads else None)
+    assert isinstance(record, Step)
     if weighting.needs_losses_after_step:
         state.after_step((losses * 0.9).detach(), present)
-    return out
+    return record
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -49,21 +51,25 @@ def test_absent_task_gets_zero_weight_and_output_is_finite(name, device):
     state = weighting.build(np.array([1.0, 2.0, 0.5])).to(device)
     for s in range(4):  # several steps so stateful strategies move
         losses, present, grads = make_inputs([True, False, True], device, seed=s)
-        out = step(state, weighting, losses, present, grads)
+        rec = step(state, weighting, losses, present, grads)
+        out = rec.loss
         assert out.dim() == 0 and torch.isfinite(out)
         out.backward()
         assert torch.isfinite(losses.grad).all()
         assert losses.grad[1] == 0
-        assert state.last_weights.shape == (3,)
-        assert torch.isfinite(state.last_weights).all()
-        assert state.last_weights[1] == 0
-        assert state.last_weights.device.type == device
+        assert rec.weights.shape == (3,)
+        assert torch.isfinite(rec.weights).all()
+        assert rec.weights[1] == 0
+        assert rec.weights.device.type == device
+        assert not rec.weights.requires_grad
         if weighting.needs_grads:
-            assert state.shared_coef.shape == (3,)
-            assert state.shared_coef.device.type == device
-            assert torch.isfinite(state.shared_coef).all()
-            assert state.shared_coef[1] == 0
-            assert not state.shared_coef.requires_grad
+            assert rec.shared_coef.shape == (3,)
+            assert rec.shared_coef.device.type == device
+            assert torch.isfinite(rec.shared_coef).all()
+            assert rec.shared_coef[1] == 0
+            assert not rec.shared_coef.requires_grad
+        else:
+            assert rec.shared_coef is None
         state.epoch_end(np.array([1.0, np.nan, 0.8]), None)
         state.epoch_end(np.array([0.9, np.nan, 0.8]), np.array([1.0, np.nan, 0.7]))
 
@@ -74,7 +80,7 @@ def test_nan_loss_of_absent_task_does_not_leak(name):
     state = weighting.build(np.ones(3))
     losses, present, grads = make_inputs([True, False, True])
     losses = torch.tensor([0.7, float("nan"), 1.3], requires_grad=True)
-    out = step(state, weighting, losses, present, grads)
+    out = step(state, weighting, losses, present, grads).loss
     out.backward()
     assert torch.isfinite(out) and torch.isfinite(losses.grad).all() and losses.grad[1] == 0
 
@@ -88,11 +94,11 @@ def test_zero_loss_task_is_finite(name):
     grads = torch.randn(3, 5, generator=torch.Generator().manual_seed(1))
     grads[0] = 0  # a task at its optimum has a zero gradient
     for _ in range(3):
-        out = step(state, weighting, losses, present, grads)
-        assert torch.isfinite(out)
-        assert torch.isfinite(state.last_weights).all()
+        rec = step(state, weighting, losses, present, grads)
+        assert torch.isfinite(rec.loss)
+        assert torch.isfinite(rec.weights).all()
         if weighting.needs_grads:
-            assert torch.isfinite(state.shared_coef).all()
+            assert torch.isfinite(rec.shared_coef).all()
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -100,12 +106,12 @@ def test_single_present_task(name):
     weighting = WEIGHTINGS[name]()
     state = weighting.build(np.array([2.0, 1.0, 1.0]))
     losses, present, grads = make_inputs([False, True, False])
-    out = step(state, weighting, losses, present, grads)
-    assert torch.isfinite(out)
-    w = state.last_weights
+    rec = step(state, weighting, losses, present, grads)
+    assert torch.isfinite(rec.loss)
+    w = rec.weights
     assert w[0] == 0 and w[2] == 0 and torch.isfinite(w[1]) and w[1] > 0
     if weighting.needs_grads:
-        c = state.shared_coef
+        c = rec.shared_coef
         assert c[0] == 0 and c[2] == 0 and c[1] > 0
 
 
@@ -114,11 +120,11 @@ def test_no_present_task(name):
     weighting = WEIGHTINGS[name]()
     state = weighting.build(np.ones(2))
     losses, present, grads = make_inputs([False, False])
-    out = step(state, weighting, losses, present, grads)
-    assert out == 0
-    assert torch.equal(state.last_weights, torch.zeros(2))
+    rec = step(state, weighting, losses, present, grads)
+    assert rec.loss == 0
+    assert torch.equal(rec.weights, torch.zeros(2))
     if weighting.needs_grads:
-        assert torch.equal(state.shared_coef, torch.zeros(2))
+        assert torch.equal(rec.shared_coef, torch.zeros(2))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -153,7 +159,7 @@ def test_state_is_module_and_roundtrips(name):
         assert torch.equal(fresh.state_dict()[key].nan_to_num(-7), value.nan_to_num(-7)), key
     again = pickle.loads(pickle.dumps(state))
     losses, present, grads = make_inputs([True, True, True], seed=9)
-    assert torch.isfinite(step(again, weighting, losses, present, grads))
+    assert torch.isfinite(step(again, weighting, losses, present, grads).loss)
 
 
 def test_needs_grads_declared():
@@ -200,12 +206,19 @@ def test_build_accepts_task_kinds_everywhere():
 
 @pytest.mark.parametrize(
     "weighting",
-    [MGDA(normalization="bogus"), FAMO(lr=0), FAMO(lr=-1.0), GradNorm(alpha=-1), Uncertainty()],
+    [MGDA(normalization="bogus"), FAMO(lr=0), FAMO(lr=-1.0), GradNorm(alpha=-1)],
 )
-def test_bad_hyperparameters_raise_at_build(weighting):
-    kwargs = {"task_kinds": ["regression", "ordinal"]} if isinstance(weighting, Uncertainty) else {}
+def test_bad_hyperparameters_raise_at_resolve(weighting):
     with pytest.raises(ValueError):
-        weighting.build(np.ones(2), **kwargs)
+        resolve_weighting(weighting)
+
+
+def test_bad_task_kinds_raise_at_build():
+    # Depends on the estimator's tasks, so it is build's to check.
+    with pytest.raises(ValueError, match="task kinds"):
+        Uncertainty().build(np.ones(2), task_kinds=["regression", "ordinal"])
+    with pytest.raises(ValueError, match="task_kinds"):
+        Uncertainty().build(np.ones(2), task_kinds=["regression"])
 
 
 def test_resolve_weighting():
@@ -231,9 +244,9 @@ def test_static_weights_changed_in_place_are_used(name):
     state.static_weights.copy_(torch.tensor([3.0, 0.5]))
     losses = torch.tensor([1.0, 2.0], requires_grad=True)
     G = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # orthogonal: no surgery
-    out = state.combine(
+    rec = state.combine(
         losses, torch.ones(2, dtype=torch.bool), G if weighting.needs_grads else None
     )
-    assert out.item() == pytest.approx(3.0 * 1.0 + 0.5 * 2.0)
+    assert rec.loss.item() == pytest.approx(3.0 * 1.0 + 0.5 * 2.0)
     if name == "pcgrad":
-        assert state.shared_coef.tolist() == pytest.approx([3.0, 0.5])
+        assert rec.shared_coef.tolist() == pytest.approx([3.0, 0.5])

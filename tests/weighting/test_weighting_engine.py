@@ -7,9 +7,13 @@ import pytest
 import torch
 from torch import nn
 
+import sklearn_mtl._net as engine
+from sklearn_mtl import _gradients
+from sklearn_mtl._gradients import naive_task_gradients, task_gradients
 from sklearn_mtl._losses import MultiTaskLoss
 from sklearn_mtl._modules import MLPTrunk, MultiTaskModule, TaskHeads
 from sklearn_mtl._net import MultiTaskNet
+from sklearn_mtl._normalization import LossNormalization, check_normalization
 from sklearn_mtl.architectures import PLE, CrossStitch, MMoE, SoftSharing
 from sklearn_mtl.weighting import (
     FAMO,
@@ -20,13 +24,11 @@ from sklearn_mtl.weighting import (
     GradNorm,
     PCGrad,
     Static,
+    Step,
     UPGrad,
     Weighting,
     WeightingState,
-    _gradients,
 )
-from sklearn_mtl.weighting._gradients import naive_task_gradients, task_gradients
-from sklearn_mtl.weighting._normalization import LossNormalization, check_normalization
 
 F, T, B = 5, 3, 24
 KINDS = ["regression", "binary", "multiclass"]
@@ -136,15 +138,39 @@ def test_fast_jacobian_needs_the_training_forward_output():
 
 
 def step_gradients(net, X, y):
-    """One training get_loss + backward; returns (loss, state, {param: grad})."""
-    net.reset_task_sums()
-    net.module_.train()
-    net.module_.zero_grad(set_to_none=True)
-    out = net.module_(X)
-    loss = net.get_loss(out, y, X, training=True)
+    """One training get_loss + backward; returns (loss, state, step, {param: grad}) with
+    step the record the engine used (what the strategy, or the gradient routing for a
+    gradient method, returned to get_loss)."""
+    if net.weighting.needs_grads is None:
+        owner, name = net.weighting_, "combine"  # an instance attribute shadows the method
+    else:
+        owner, name = engine, "combine_with_gradients"
+    original, records = getattr(owner, name), []
+
+    def spy(*args, **kwargs):
+        records.append(original(*args, **kwargs))
+        return records[-1]
+
+    setattr(owner, name, spy)
+    try:
+        net.reset_task_sums()
+        net.module_.train()
+        net.module_.zero_grad(set_to_none=True)
+        out = net.module_(X)
+        loss = net.get_loss(out, y, X, training=True)
+    finally:
+        if owner is engine:
+            setattr(engine, name, original)
+        else:
+            delattr(owner, name)
     loss.backward()
-    return loss, net.weighting_, {p: (p.grad.clone() if p.grad is not None else
-                                      torch.zeros_like(p)) for p in net.module_.parameters()}
+    (record,) = records
+    assert isinstance(record, Step)
+    # The step's weights are what the engine records for the history.
+    assert torch.equal(net.task_sums_.totals["weight_sum"], record.weights)
+    return loss, net.weighting_, record, {
+        p: (p.grad.clone() if p.grad is not None else torch.zeros_like(p))
+        for p in net.module_.parameters()}
 
 
 def expected_gradients(net, X, y, coef, head_weights):
@@ -198,11 +224,11 @@ def test_routed_update_is_the_combination_of_task_gradients(name, arch, heads):
     module = build_module(ARCHS[arch], heads)
     net = make_net(module, WEIGHTINGS[name])
     X, y = make_batch(absent=(1,))
-    loss, state, got = step_gradients(net, X, y)
-    coef = state.shared_coef.detach()
+    loss, state, rec, got = step_gradients(net, X, y)
+    coef = rec.shared_coef.detach()
     a = state.static_weights * torch.tensor([1.0, 0.0, 1.0])
     if name == "gradnorm":
-        a = state.last_weights  # learned weights x static, used for heads and shared alike
+        a = rec.weights  # learned weights x static, used for heads and shared alike
     expected, losses, present = expected_gradients(net, X, y, coef, a)
     assert not present[1] and coef[1] == 0
     shared = net.shared_parameters()
@@ -226,9 +252,9 @@ def test_routed_update_all_exact_methods_hard_and_mmoe(name):
     for arch in ("hard", "mmoe"):
         net = make_net(build_module(ARCHS[arch]), WEIGHTINGS[name])
         X, y = make_batch(seed=3)
-        _, state, got = step_gradients(net, X, y)
+        _, state, rec, got = step_gradients(net, X, y)
         a = state.static_weights.clone()
-        expected, _, _ = expected_gradients(net, X, y, state.shared_coef.detach(), a)
+        expected, _, _ = expected_gradients(net, X, y, rec.shared_coef.detach(), a)
         for p, g in got.items():
             assert torch.allclose(g, expected[p], rtol=1e-4, atol=1e-6), (name, arch)
 
@@ -237,10 +263,10 @@ def test_naive_engine_gives_the_same_update(monkeypatch):
     for name in ("mgda", "mgda_ub", "pcgrad"):
         batched = make_net(build_module("hard"), WEIGHTINGS[name])
         X, y = make_batch(absent=(2,))
-        _, s1, g1 = step_gradients(batched, X, y)
+        _, _, s1, g1 = step_gradients(batched, X, y)
         monkeypatch.setattr(_gradients, "GRADIENT_ENGINE", "naive")
         naive = make_net(build_module("hard"), WEIGHTINGS[name])
-        _, s2, g2 = step_gradients(naive, X, y)
+        _, _, s2, g2 = step_gradients(naive, X, y)
         monkeypatch.setattr(_gradients, "GRADIENT_ENGINE", "batched")
         assert torch.allclose(s1.shared_coef, s2.shared_coef, rtol=1e-4, atol=1e-6)
         for (p1, a), (p2, b) in zip(g1.items(), g2.items()):
@@ -254,9 +280,9 @@ def test_no_label_for_a_task_in_the_batch_through_get_loss():
     for name, cls in ALL.items():
         net = make_net(build_module("hard"), cls())
         X, y = make_batch(absent=(0,))
-        loss, state, got = step_gradients(net, X, y)
+        loss, _, rec, got = step_gradients(net, X, y)
         assert torch.isfinite(loss), name
-        assert state.last_weights[0] == 0, name
+        assert rec.weights[0] == 0, name
         assert all(torch.isfinite(g).all() for g in got.values()), name
         heads = net.module_.heads.layers
         assert heads[0].weight.grad[:, 0].abs().max() == 0, name  # task 0's head is untouched
@@ -297,13 +323,14 @@ def test_trunk_without_parameters_degrades_to_static():
     module = MultiTaskModule(MLPTrunk(F, ()), TaskHeads(F, N_OUT, (4,)))
     net = make_net(module, PCGrad())
     X, y = make_batch()
-    loss, state, got = step_gradients(net, X, y)
-    assert torch.allclose(state.last_weights, state.static_weights)
+    loss, state, rec, got = step_gradients(net, X, y)
+    assert torch.allclose(rec.weights, state.static_weights)
+    assert torch.allclose(rec.shared_coef, state.static_weights)
     assert torch.isfinite(loss)
     # The same step with Static gives the same gradients.
     torch.manual_seed(0)
     module = MultiTaskModule(MLPTrunk(F, ()), TaskHeads(F, N_OUT, (4,)))
-    _, _, ref = step_gradients(make_net(module, Static()), X, y)
+    _, _, _, ref = step_gradients(make_net(module, Static()), X, y)
     for a, b in zip(got.values(), ref.values()):
         assert torch.allclose(a, b)
 
@@ -374,6 +401,8 @@ def test_normalization_is_detached_and_none_is_identity():
 class Recorder(Weighting):
     """Static weighting that records the losses it is given (for the tests)."""
 
+    needs_losses_after_step = True
+
     def build(self, static_weights, task_kinds=None):
         return RecorderState(static_weights)
 
@@ -382,12 +411,15 @@ class RecorderState(WeightingState):
     def __init__(self, static_weights):
         super().__init__(static_weights)
         self.seen = []
+        self.after = []
 
     def combine(self, losses, present, grads=None):
         self.seen.append(torch.where(present, losses.detach(), torch.nan).clone())
         w = torch.where(present, self.static_weights, torch.zeros_like(losses))
-        self.last_weights = w
-        return (w * torch.where(present, losses, torch.zeros_like(losses))).sum()
+        return Step((w * torch.where(present, losses, torch.zeros_like(losses))).sum(), w)
+
+    def after_step(self, losses_after, present):
+        self.after.append(torch.where(present, losses_after, torch.nan).clone())
 
 
 def test_engine_normalises_training_losses_only():
@@ -401,7 +433,6 @@ def test_engine_normalises_training_losses_only():
     raw, _ = net.criterion_(net.module_(X), y)
     assert torch.allclose(net.loss_normalization_.scale, raw.detach(), rtol=1e-6)
     assert torch.allclose(second, torch.ones(T), rtol=1e-5)  # lr=0: the same losses again
-    assert net.weighting_.loss_scale is not None
     # Validation losses stay raw and static-weighted.
     net.reset_task_sums()
     with torch.no_grad():
@@ -410,16 +441,37 @@ def test_engine_normalises_training_losses_only():
     assert valid.item() == pytest.approx((net.weighting_.static_weights * raw).sum().item())
 
 
+@pytest.mark.parametrize("normalization", ["initial", "running_mean"])
+def test_after_step_gets_the_losses_on_the_scale_combine_saw(normalization):
+    net = make_net(build_module("hard"), Recorder(), normalization=normalization)
+    X, y = make_batch(absent=(1,))
+    for _ in range(3):
+        net.train_step((X, y))
+    state = net.weighting_
+    assert len(state.seen) == len(state.after) == 3
+    for seen, after in zip(state.seen, state.after):
+        # lr=0: the same batch after the step gives the losses combine() saw.
+        assert torch.allclose(after, seen, rtol=1e-6, equal_nan=True)
+    assert not torch.allclose(state.after[-1][[0, 2]], net.criterion_(net.module_(X), y)[0][[0, 2]])
+
+
 def test_famo_compares_losses_on_the_same_scale():
     state = FAMO(weight_decay=0.0).build(np.ones(2))
     both = torch.ones(2, dtype=torch.bool)
     scale = torch.tensor([10.0, 0.1])
     raw = torch.tensor([5.0, 0.2])
     state.combine(raw / scale, both)
-    state.loss_scale = scale
-    state.after_step(raw.clone(), both)  # the same losses after the step: no change
+    state.after_step(raw / scale, both)  # the same losses after the step: no change
     assert state.logits.tolist() == [0.0, 0.0]
-    state.loss_scale = None
     state.combine(raw / scale, both)
-    state.after_step(raw.clone(), both)  # unscaled: a spurious, large change
+    state.after_step(raw.clone(), both)  # another scale: a spurious, large change
     assert state.logits.abs().max() > 0
+    # Through the engine (lr=0, so the losses after the step are those before):
+    # FAMO's logits stay put, with the losses normalised or not.
+    for normalization in ("none", "initial", "running_mean"):
+        net = make_net(build_module("hard"), FAMO(weight_decay=0.0),
+                       normalization=normalization)
+        X, y = make_batch()
+        for _ in range(3):
+            net.train_step((X, y))
+        assert net.weighting_.logits.tolist() == [0.0, 0.0, 0.0], normalization

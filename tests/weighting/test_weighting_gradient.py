@@ -31,8 +31,7 @@ def combine(weighting, G, present=None, static=None, losses=None):
     present = torch.ones(n, dtype=torch.bool) if present is None else torch.tensor(present)
     losses = torch.ones(n) if losses is None else torch.tensor(losses, dtype=torch.float32)
     state = weighting.build(np.ones(n) if static is None else np.asarray(static, dtype=float))
-    out = state.combine(losses, present, G)
-    return state, out
+    return state, state.combine(losses, present, G)
 
 
 # --- MGDA ----------------------------------------------------------------------
@@ -118,18 +117,18 @@ def test_mgda_normalizations():
 
 def test_mgda_state_is_common_descent_and_skips_absent_zero_row():
     G = [[1.0, 0.0], [0.0, 0.0], [-0.5, 1.0]]
-    state, out = combine(
+    state, rec = combine(
         MGDA(), G, present=[True, False, True], static=[2.0, 1.0, 3.0], losses=[1, 0, 2]
     )
     g1, g3 = np.array(G[0]), np.array(G[2])
     gamma = min_norm_2(g1 @ g1, g1 @ g3, g3 @ g3)
-    assert state.shared_coef.tolist() == pytest.approx([gamma, 0.0, 1 - gamma])
-    assert out.item() == pytest.approx(2 * 1 + 3 * 2)  # heads: static weights
+    assert rec.shared_coef.tolist() == pytest.approx([gamma, 0.0, 1 - gamma])
+    assert rec.loss.item() == pytest.approx(2 * 1 + 3 * 2)  # heads: static weights
     d = gamma * g1 + (1 - gamma) * g3
     assert d @ g1 >= d @ d - 1e-6 and d @ g3 >= d @ d - 1e-6
     assert MGDAUB().needs_grads == "representation"
-    ub_state, _ = combine(MGDAUB(), G, present=[True, False, True])
-    assert torch.allclose(ub_state.shared_coef, state.shared_coef)
+    _, ub_rec = combine(MGDAUB(), G, present=[True, False, True])
+    assert torch.allclose(ub_rec.shared_coef, rec.shared_coef)
 
 
 # --- PCGrad ---------------------------------------------------------------------
@@ -173,16 +172,16 @@ def test_pcgrad_matches_vector_reference_with_per_task_orders():
 
 def test_pcgrad_state_priors_and_seed():
     # Priors (2, 1) scale g1 to (2, 0) first; update (1, 2) = 3 g1 + 2 g2.
-    state, _ = combine(PCGrad(random_state=0), [[1, 0], [-1, 1]], static=[2.0, 1.0])
-    assert state.shared_coef.tolist() == pytest.approx([3.0, 2.0])
+    _, rec = combine(PCGrad(random_state=0), [[1, 0], [-1, 1]], static=[2.0, 1.0])
+    assert rec.shared_coef.tolist() == pytest.approx([3.0, 2.0])
     G = torch.tensor([[1.0, 0.0], [-1.0, 1.0], [-1.0, -1.0], [0.2, -1.0]])
     runs = []
     for seed in (5, 5, 6):
         st = PCGrad(random_state=seed).build(np.ones(4))
         coefs = []
         for _ in range(4):
-            st.combine(torch.ones(4), torch.ones(4, dtype=torch.bool), G)
-            coefs.append(st.shared_coef.clone())
+            rec = st.combine(torch.ones(4), torch.ones(4, dtype=torch.bool), G)
+            coefs.append(rec.shared_coef.clone())
         runs.append(torch.stack(coefs))
     assert torch.equal(runs[0], runs[1])
     assert not torch.equal(runs[0], runs[2])  # the order is random and matters here
@@ -238,8 +237,8 @@ def test_cagrad_dual_against_grid_and_primal_optimality():
 
 def test_cagrad_state_priors():
     # Priors scale the gradients: (2 e1, e2) with c = 0 gives the average of the scaled ones.
-    state, _ = combine(CAGrad(c=0.0), [[1, 0], [0, 1]], static=[2.0, 1.0])
-    assert state.shared_coef.tolist() == pytest.approx([1.0, 0.5])
+    _, rec = combine(CAGrad(c=0.0), [[1, 0], [0, 1]], static=[2.0, 1.0])
+    assert rec.shared_coef.tolist() == pytest.approx([1.0, 0.5])
 
 
 # --- IMTL-G --------------------------------------------------------------------------
@@ -268,8 +267,8 @@ def test_imtl_equal_projections():
 def test_imtl_zero_gradient_task_dropped():
     a = imtl_g_coefficients(gram([[1, 0], [0, 0], [0, 2]]))
     assert a.tolist() == pytest.approx([2 / 3, 0.0, 1 / 3])
-    state, _ = combine(IMTL(), [[1, 0], [5, 5], [0, 2]], present=[True, False, True])
-    assert state.shared_coef.tolist() == pytest.approx([2 / 3, 0.0, 1 / 3], rel=1e-6)
+    _, rec = combine(IMTL(), [[1, 0], [5, 5], [0, 2]], present=[True, False, True])
+    assert rec.shared_coef.tolist() == pytest.approx([2 / 3, 0.0, 1 / 3], rel=1e-6)
 
 
 # --- UPGrad ---------------------------------------------------------------------------
@@ -292,8 +291,8 @@ def test_upgrad_never_conflicts_and_priors():
         d = upgrad_coefficients(gram(G)).numpy() @ G
         assert (G @ d).min() >= -1e-9
     # Priors (2, 1) on non-conflicting gradients: the mean of the scaled gradients.
-    state, _ = combine(UPGrad(), [[1, 0], [1, 1]], static=[2.0, 1.0])
-    assert state.shared_coef.tolist() == pytest.approx([1.0, 0.5])
+    _, rec = combine(UPGrad(), [[1, 0], [1, 1]], static=[2.0, 1.0])
+    assert rec.shared_coef.tolist() == pytest.approx([1.0, 0.5])
 
 
 # --- GradNorm ---------------------------------------------------------------------------
@@ -304,10 +303,10 @@ def test_gradnorm_first_step_by_hand():
     G = torch.tensor([[1.0, 0.0], [0.0, 10.0]])  # norms 1 and 10
     losses = torch.tensor([1.0, 1.0], requires_grad=True)
     both = torch.tensor([True, True])
-    out = state.combine(losses, both, G)
+    rec = state.combine(losses, both, G)
     # Step uses the weights before the update: (1, 1).
-    assert out.item() == pytest.approx(2.0)
-    assert state.shared_coef.tolist() == [1.0, 1.0]
+    assert rec.loss.item() == pytest.approx(2.0)
+    assert rec.shared_coef.tolist() == [1.0, 1.0]
     # G = (1, 10), target = mean 5.5 * r^alpha with r = (1, 1): gradient (-1, +10);
     # Adam's first step is lr * sign: (1.1, 0.9), which already sums to 2.
     g, target, Gn = gradnorm_weight_gradient(
@@ -340,8 +339,8 @@ def test_gradnorm_slower_task_gets_larger_target():
     w = state.weights.detach().clone()
     assert w[1] > 1 > w[0] and w.sum().item() == pytest.approx(2.0, rel=1e-6)
     # Static weights are priors on top of the learned weights.
-    state.combine(torch.tensor([0.5, 1.0]), both, G)
-    assert torch.allclose(state.shared_coef, torch.tensor([1.0, 2.0]) * w)
+    rec = state.combine(torch.tensor([0.5, 1.0]), both, G)
+    assert torch.allclose(rec.shared_coef, torch.tensor([1.0, 2.0]) * w)
 
 
 def test_gradnorm_stays_positive_and_keeps_sum_with_absent_tasks():

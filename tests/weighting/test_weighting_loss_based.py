@@ -20,11 +20,11 @@ ALL = torch.ones(3, dtype=torch.bool)
 def test_static_weighted_sum_and_gradient():
     state = Static().build(np.array([2.0, 0.5, 1.0]))
     losses = torch.tensor([1.0, 4.0, 3.0], requires_grad=True)
-    out = state.combine(losses, torch.tensor([True, True, False]))
-    assert out.item() == pytest.approx(2 * 1 + 0.5 * 4)
-    out.backward()
+    rec = state.combine(losses, torch.tensor([True, True, False]))
+    assert rec.loss.item() == pytest.approx(2 * 1 + 0.5 * 4)
+    rec.loss.backward()
     assert losses.grad.tolist() == [2.0, 0.5, 0.0]
-    assert state.last_weights.tolist() == [2.0, 0.5, 0.0]
+    assert rec.weights.tolist() == [2.0, 0.5, 0.0]
 
 
 # --- Uncertainty ----------------------------------------------------------
@@ -35,20 +35,20 @@ def test_uncertainty_regression_and_classification_forms():
     with torch.no_grad():
         state.log_vars.copy_(torch.tensor([0.0, math.log(2.0)]))
     losses = torch.tensor([2.0, 3.0])
-    out = state.combine(losses, torch.tensor([True, True]))
+    rec = state.combine(losses, torch.tensor([True, True]))
     # prior * (0.5 e^-s L + 0.5 s) and prior * (e^-s L + 0.5 s)
     expected = 2.0 * (0.5 * 2.0) + (3.0 / 2.0 + 0.5 * math.log(2.0))
-    assert out.item() == pytest.approx(expected)
-    out.backward()
+    assert rec.loss.item() == pytest.approx(expected)
+    rec.loss.backward()
     # d/ds: prior * (-scale e^-s L + 0.5)
     assert state.log_vars.grad.tolist() == pytest.approx([2.0 * (-1.0 + 0.5), -1.5 + 0.5])
-    assert state.last_weights.tolist() == pytest.approx([2.0 * 0.5, 0.5])
+    assert rec.weights.tolist() == pytest.approx([2.0 * 0.5, 0.5])
 
 
 def test_uncertainty_absent_task_gets_no_gradient_on_its_variance():
     state = Uncertainty().build(np.ones(2))
-    out = state.combine(torch.tensor([3.0, 0.0]), torch.tensor([True, False]))
-    out.backward()
+    rec = state.combine(torch.tensor([3.0, 0.0]), torch.tensor([True, False]))
+    rec.loss.backward()
     assert state.log_vars.grad[1] == 0 and state.log_vars.grad[0] != 0
     assert state.task_kinds == ["regression", "regression"]
 
@@ -68,7 +68,7 @@ def test_uncertainty_learns_noise_levels():
     for _ in range(300):
         opt.zero_grad()
         losses = ((model(X) - Y) ** 2).mean(0)
-        state.combine(losses, present).backward()
+        state.combine(losses, present).loss.backward()
         opt.step()
     var = torch.exp(state.log_vars.detach())
     assert var[0] < var[1]
@@ -84,15 +84,15 @@ def test_dwa_first_two_epochs_equal_then_ratio_softmax():
     losses = torch.tensor([1.0, 1.0])
     both = torch.tensor([True, True])
     state.epoch_end(np.array([1.0, 1.0]))
-    state.combine(losses, both)
-    assert state.last_weights.tolist() == [1.0, 3.0]  # still equal (times priors)
+    rec = state.combine(losses, both)
+    assert rec.weights.tolist() == [1.0, 3.0]  # still equal (times priors)
     state.epoch_end(np.array([0.5, 0.9]))
     e = np.exp(np.array([0.5, 0.9]) / 2.0)
     expected = 2 * e / e.sum()
     assert state.epoch_weights.numpy() == pytest.approx(expected, rel=1e-6)
-    out = state.combine(torch.tensor([2.0, 1.0]), both)
-    assert out.item() == pytest.approx(expected[0] * 2.0 + 3.0 * expected[1], rel=1e-6)
-    assert state.last_weights.numpy() == pytest.approx(expected * np.array([1.0, 3.0]), rel=1e-6)
+    rec = state.combine(torch.tensor([2.0, 1.0]), both)
+    assert rec.loss.item() == pytest.approx(expected[0] * 2.0 + 3.0 * expected[1], rel=1e-6)
+    assert rec.weights.numpy() == pytest.approx(expected * np.array([1.0, 3.0]), rel=1e-6)
     # The slower task (ratio 0.9) gets the larger weight.
     assert expected[1] > expected[0]
 
@@ -118,8 +118,8 @@ def test_rlw_weights_are_scaled_softmax_of_seeded_normals():
         expected = torch.zeros(3)
         expected[p] = sm
         expected = expected * torch.tensor([1.0, 2.0, 1.0])
-        state.combine(torch.ones(3), p)
-        assert torch.allclose(state.last_weights, expected, atol=1e-6)
+        rec = state.combine(torch.ones(3), p)
+        assert torch.allclose(rec.weights, expected, atol=1e-6)
 
 
 def test_rlw_reproducible_and_varies():
@@ -127,8 +127,7 @@ def test_rlw_reproducible_and_varies():
         st = RLW(random_state=seed).build(np.ones(3))
         out = []
         for _ in range(5):
-            st.combine(torch.ones(3), ALL)
-            out.append(st.last_weights.clone())
+            out.append(st.combine(torch.ones(3), ALL).weights.clone())
         return torch.stack(out)
 
     a, b, c = draws(1), draws(1), draws(2)
@@ -147,11 +146,11 @@ def test_rlw_reproducible_and_varies():
 def test_famo_weights_and_log_form_gradient():
     state = FAMO().build(np.ones(2))
     losses = torch.tensor([1.0, 4.0], requires_grad=True)
-    out = state.combine(losses, torch.tensor([True, True]))
-    out.backward()
+    rec = state.combine(losses, torch.tensor([True, True]))
+    rec.loss.backward()
     # z = (1/2, 1/2); q = z / L = (0.5, 0.125); w = q / sum(q) = (0.8, 0.2); times k = 2.
     assert losses.grad.tolist() == pytest.approx([1.6, 0.4])
-    assert state.last_weights.tolist() == pytest.approx([1.6, 0.4])
+    assert rec.weights.tolist() == pytest.approx([1.6, 0.4])
     # Same gradient as the paper's form k * sum z log(L) / c with c = sum z / L.
     x = torch.tensor([1.0, 4.0], requires_grad=True)
     z = torch.tensor([0.5, 0.5])
@@ -212,8 +211,9 @@ def test_validation_trend_formula_window_1():
     state.epoch_end(np.array([9.0, 9.0]), np.array([0.5, 0.95]))
     e = np.exp(np.array([0.5, 0.95]) / 0.2)
     assert state.epoch_weights.numpy() == pytest.approx(2 * e / e.sum(), rel=1e-5)
-    out = state.combine(torch.tensor([1.0, 2.0]), torch.tensor([True, True]))
-    assert out.item() == pytest.approx(float(2 * e[0] / e.sum() + 2 * 2 * e[1] / e.sum()), rel=1e-5)
+    rec = state.combine(torch.tensor([1.0, 2.0]), torch.tensor([True, True]))
+    expected = float(2 * e[0] / e.sum() + 2 * 2 * e[1] / e.sum())
+    assert rec.loss.item() == pytest.approx(expected, rel=1e-5)
     # A rising validation loss counts as stagnating (ratio clipped at 1).
     state.epoch_end(np.array([9.0, 9.0]), np.array([0.25, 1.2]))
     e = np.exp(np.array([0.5, 1.0]) / 0.2)
@@ -249,15 +249,15 @@ def test_alternating_round_robin():
     losses = torch.tensor([1.0, 10.0, 100.0])
     seen = []
     for _ in range(4):
-        out = state.combine(losses, ALL)
-        seen.append((state.last_weights.tolist(), out.item()))
+        rec = state.combine(losses, ALL)
+        seen.append((rec.weights.tolist(), rec.loss.item()))
     assert seen == [([2, 0, 0], 2.0), ([0, 3, 0], 30.0), ([0, 0, 4], 400.0), ([2, 0, 0], 2.0)]
     # Task 1 absent: skip to task 2, then wrap to 0.
     p = torch.tensor([True, False, True])
-    state.combine(losses, p)
-    assert state.last_weights.tolist() == [0, 0, 4]
-    state.combine(losses, p)
-    assert state.last_weights.tolist() == [2, 0, 0]
+    rec = state.combine(losses, p)
+    assert rec.weights.tolist() == [0, 0, 4]
+    rec = state.combine(losses, p)
+    assert rec.weights.tolist() == [2, 0, 0]
     state.combine(losses, torch.zeros(3, dtype=torch.bool))  # empty batch skips nobody
-    state.combine(losses, ALL)
-    assert state.last_weights.tolist() == [0, 3, 0]
+    rec = state.combine(losses, ALL)
+    assert rec.weights.tolist() == [0, 3, 0]

@@ -2,9 +2,11 @@
 
 A mean squared error of unscaled targets and a cross-entropy can differ by
 orders of magnitude, so a plain sum lets one task dominate. The engine
-divides each task's training loss by a per-task scale before the losses reach
-the weighting strategy (and before the per-task gradients of the gradient
-methods are taken):
+(:mod:`sklearn_mtl._net`) divides each task's training loss by a per-task
+scale before the losses reach the weighting strategy (and before the
+per-task gradients of the gradient methods are taken); the losses a strategy
+receives after the optimiser step are divided by the same step's scales, so
+a strategy never sees a raw training loss during the step:
 
 * ``"none"``: no change (scale 1).
 * ``"initial"``: the task's first observed training loss ``L_t(0)`` (the loss
@@ -111,6 +113,17 @@ class LossNormalization(torch.nn.Module):
             return losses, None
         div = self.update(losses, present).to(losses.dtype)
         return torch.where(present, losses / div, losses), div
+
+    def normalize(self, losses, present):
+        """``losses`` divided by the current divisors, without updating the scales.
+
+        After a training step's :meth:`forward` this is the same division, e.g.
+        for the batch's losses re-evaluated after the optimiser step.
+        """
+        if not self.active:
+            return losses
+        div = self.divisors(present).to(losses.dtype)
+        return torch.where(present, losses / div, losses)
 
     def extra_repr(self):
         extra = f", momentum={self.momentum}" if self.mode == "running_mean" else ""

@@ -1,4 +1,9 @@
-"""Per-task gradients for the gradient-based strategies, computed on the device.
+"""Per-task gradients for the gradient-based strategies and the routed shared update.
+
+This is the engine's side of the gradient methods: a strategy only turns the
+per-task gradients into coefficients (its :class:`~sklearn_mtl.weighting.Step`);
+computing those gradients on the device and delivering the combined update to
+the parameters happens here.
 
 Instead of one full backward pass per task, the heads' part is done per task
 w.r.t. the shared representation z (cheap: the heads are small), and the
@@ -26,7 +31,9 @@ import weakref
 
 import torch
 
-from ._utils import weighted_sum
+from ._modules import TaskHeads, TaskParallelLinear
+from .weighting import Step
+from .weighting._utils import weighted_sum
 
 #: How combine_with_gradients computes the per-task gradients: "batched" (the
 #: engine above) or "naive" (one full backward pass per task; for benchmarks and
@@ -57,8 +64,6 @@ class KeepOutput:
 
 def _first_head_layer(heads):
     """The first TaskParallelLinear of engine TaskHeads, else None."""
-    from .._modules import TaskHeads, TaskParallelLinear
-
     if not isinstance(heads, TaskHeads) or not len(heads.layers):
         return None
     first = heads.layers[0]
@@ -276,8 +281,6 @@ def _separable_heads(heads, n_tasks):
 
 
 def _find_separable(heads):
-    from .._modules import TaskHeads, TaskParallelLinear
-
     if not isinstance(heads, TaskHeads):
         return None
     linears = []
@@ -305,8 +308,8 @@ def _fast_step(state, losses, present, representation, shared_params, all_shared
 
     * J (T, *z.shape) from the separating gradient (one batched product);
     * G = J (mode "representation") or one vmapped VJP through the trunk;
-    * the strategy's c, and ``a = d(combine)/dL`` (the heads' weights);
-    * the returned loss has the value of ``combine``'s and a backward that
+    * the strategy's step: c, and ``a = d(step.loss)/dL`` (the heads' weights);
+    * the returned step's loss has the value of the strategy's and a backward that
       delivers ``a_t``-scaled slices to the heads' parameters and
       ``sum_t c_t g_t`` to the shared ones: directly from ``c @ G`` when G holds
       the parameters' gradients and the whole trunk is shared (no trunk
@@ -355,20 +358,20 @@ def _fast_step(state, losses, present, representation, shared_params, all_shared
     else:
         G = shared_parameter_gradients(representation, shared_params, J)
     # Rows of absent tasks are already zero: their losses are constants (masked).
-    # The returned loss's graph is not used when the state reports head_weights.
-    with torch.set_grad_enabled(not getattr(state, "provides_head_weights", False)):
-        total = state.combine(losses, present, G)
-    coef = state.shared_coef.detach()
+    # The step's loss graph is not used when the state reports head_weights.
+    provides = state.provides_head_weights
+    with torch.set_grad_enabled(not provides):
+        step = state.combine(losses, present, G)
+    coef = step.shared_coef.detach()
     if coef.dtype != G.dtype:
         coef = coef.to(G.dtype)
-    a = getattr(state, "head_weights", None) if getattr(state, "provides_head_weights",
-                                                        False) else None
+    a = step.head_weights if provides else None
     if a is None:
-        (a,) = torch.autograd.grad(total, losses, retain_graph=True, allow_unused=True)
+        (a,) = torch.autograd.grad(step.loss, losses, retain_graph=True, allow_unused=True)
         a = torch.zeros_like(losses) if a is None else a.detach()
     term = _inject(a, coef, G, J, T, head_params, head_grads, representation, shared_params,
                    all_shared, mode)
-    return total.detach() + term
+    return Step(step.loss.detach() + term, step.weights, step.shared_coef, step.head_weights)
 
 
 def _inject(a, coef, G, J, T, head_params, head_grads, representation, shared_params,
@@ -415,7 +418,8 @@ def _shared_corrections(diff, G, J, representation, shared_params, mode):
 
 def combine_with_gradients(state, losses, present, representation, shared_params,
                            all_shared, mode, heads=None):
-    """One training step of a gradient method; returns the loss to back-propagate.
+    """One training step of a gradient method; returns its :class:`Step`, whose
+    ``loss`` is the one to back-propagate.
 
     ``losses`` (T,) with graph, ``present`` (T,) bool, ``representation`` the
     trunk's output of this step (B, D) or (B, T, D), ``shared_params`` the
@@ -424,29 +428,29 @@ def combine_with_gradients(state, losses, present, representation, shared_params
     the task heads.
 
     The strategy sees the per-task gradients ``G`` (rows of absent tasks 0)
-    and sets ``shared_coef`` c; after ``backward`` of the returned loss
+    and returns the coefficients c (``shared_coef`` of its step); after
+    ``backward`` of the returned step's loss
 
     * the shared parameters hold ``sum_t c_t g_t`` (plus any penalty's gradient),
     * everything else (heads, and the trunk's task-specific parameters, e.g.
-      MMoE gates, PLE task gates) holds the gradient of the loss ``combine``
-      returned (the static-weighted sum for most methods), which must depend
-      on the network only through ``losses``.
+      MMoE gates, PLE task gates) holds the gradient of the loss of the step
+      ``combine`` returned (the static-weighted sum for most methods), which
+      must depend on the network only through ``losses``.
 
     With the engine's TaskHeads the step is :func:`_fast_step`. Otherwise
     (other heads) the representation Jacobian is vmapped, and when every
     trunk parameter is shared the update is routed by a hook on the
     representation that replaces its gradient by ``sum_t c_t dL_t/dz``;
     else a zero-valued term whose backward adds
-    ``delta = sum_t (c_t - a_t) g_t`` (``a = d(combine)/dL``) to the shared
+    ``delta = sum_t (c_t - a_t) g_t`` (``a = d(step.loss)/dL``) to the shared
     parameters turns their gradient into the combined one. With no shared
     parameter at all the method has nothing to combine and the step is the
     static weighted sum.
     """
     if not shared_params:
         total, w = weighted_sum(state.static_weights, losses, present)
-        state.shared_coef = w.detach()
-        state.last_weights = w.detach()
-        return total
+        w = w.detach()
+        return Step(total, w, w)
     if GRADIENT_ENGINE == "naive":
         G = naive_task_gradients(
             losses, [representation] if mode == "representation" else shared_params)
@@ -460,18 +464,18 @@ def combine_with_gradients(state, losses, present, representation, shared_params
             return out
         G, J = task_gradients(losses, representation, shared_params, mode, heads)
     G = torch.where(present.unsqueeze(1), G, torch.zeros((), dtype=G.dtype, device=G.device))
-    total = state.combine(losses, present, G)
-    coef = torch.where(present, state.shared_coef.detach().to(G.dtype),
+    step = state.combine(losses, present, G)
+    coef = torch.where(present, step.shared_coef.detach().to(G.dtype),
                        torch.zeros((), dtype=G.dtype, device=G.device))
     if all_shared:
         routed = _combine_rows(coef, J).to(representation.dtype)
-        # The heads get the gradient of `total`; the shared layers get sum_t c_t g_t.
+        # The heads get the gradient of the step's loss; the shared layers sum_t c_t g_t.
         representation.register_hook(lambda grad: routed)
-        return total
-    (a,) = torch.autograd.grad(total, losses, retain_graph=True, allow_unused=True)
+        return step
+    (a,) = torch.autograd.grad(step.loss, losses, retain_graph=True, allow_unused=True)
     if a is None:
         a = torch.zeros_like(coef)
     deltas = _shared_corrections(coef - a.detach().to(coef.dtype), G, J, representation,
                                  shared_params, mode)
     inject = [d.to(p.dtype) for d, p in zip(deltas, shared_params, strict=True)]
-    return total + _InjectGradients.apply(inject, *shared_params)
+    return step._replace(loss=step.loss + _InjectGradients.apply(inject, *shared_params))
