@@ -1,4 +1,6 @@
-"""Does multi-task learning help here? Which tasks belong together?
+"""
+Does multi-task learning help here? Which tasks belong together?
+================================================================
 
 A synthetic table of 3,000 rows and 12 features with four tasks:
 
@@ -20,7 +22,8 @@ The estimator keeps its default parameters throughout. The script prints
 and saves the figures as PNG files in the directory given as the first
 argument (a new temporary directory when none is given).
 
-Run: python examples/does_multitask_help.py [OUTPUT_DIR]    (a few minutes on 2 cores)
+Run: ``python examples/does_multitask_help.py [OUTPUT_DIR]`` (about three minutes on two
+cores)
 """
 
 import sys

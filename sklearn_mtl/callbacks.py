@@ -317,6 +317,22 @@ class TaskAffinity(Callback):
         self.sums_[3] += mask
         self.n_steps_ += 1
 
+    def plain_state(self):
+        """What was recorded, as builtins and numpy arrays (for saving the model)."""
+        if self.task_names_ is None:
+            return {}
+        return {"task_names": list(self.task_names_), "sums": self.sums_.numpy().copy(),
+                "n_steps": int(self.n_steps_), "vectorised": bool(self._vectorised)}
+
+    def load_plain_state(self, state):
+        """Restore what :meth:`plain_state` returned (a model being loaded)."""
+        if not state:
+            return
+        self.task_names_ = list(state["task_names"])
+        self.sums_ = torch.as_tensor(np.array(state["sums"], dtype=np.float64))
+        self.n_steps_ = int(state["n_steps"])
+        self._vectorised = bool(state.get("vectorised", True))
+
     @property
     def affinity_(self):
         if self.task_names_ is None:
@@ -486,8 +502,13 @@ class EpochTable(PrintLog):
     duration. Columns that never change (static weights, batch counts) are
     left out; everything stays in ``history_``.
 
-    Lines go to ``sink`` (default: stdout, or above the epoch progress bar
-    when one is showing).
+    Parameters
+    ----------
+    max_task_columns : int, default=8
+        Up to this many tasks, one column per task; beyond, one summary column.
+    sink : callable, default=None
+        Where the lines go (e.g. a logger's ``info``). None: stdout, or above the
+        epoch progress bar when one is showing.
     """
 
     # A PrintLog so that skorch runs it after every other callback of the epoch.

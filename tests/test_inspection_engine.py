@@ -267,3 +267,21 @@ def test_fitted_estimator_with_the_callbacks_pickles():
     copy.partial_fit(X, Y)  # and trains on, recording
     assert copy.n_iter_ == 3 and copy.task_affinity_.attrs["n_steps"] > \
         est.task_affinity_.attrs["n_steps"]
+
+
+def test_saved_models_keep_what_the_callbacks_recorded(tmp_path):
+    X, Y = make_mixed(n=120)
+    Y.columns = ["value", ("flag", 1), "level"]  # a tuple task label too
+    est = MultiTaskRegressorClassifier(hidden_layer_sizes=(4,), max_epochs=2,
+                                       callbacks=[TaskAffinity(every=2)]).fit(X, Y)
+    import joblib
+
+    joblib.dump(est, tmp_path / "model.joblib")
+    loaded = joblib.load(tmp_path / "model.joblib")
+    pd.testing.assert_frame_equal(loaded.task_affinity_, est.task_affinity_)
+    assert loaded.net_.__dict__["_train_steps"] == est.net_.__dict__["_train_steps"]
+    sio = pytest.importorskip("skops.io")
+    sio.dump(est, tmp_path / "model.skops")
+    path = tmp_path / "model.skops"
+    restored = sio.load(path, trusted=sio.get_untrusted_types(file=path))
+    pd.testing.assert_frame_equal(restored.task_affinity_, est.task_affinity_)

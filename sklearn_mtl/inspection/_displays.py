@@ -61,10 +61,13 @@ class TrainingHistoryDisplay:
         Marked with a vertical line: the epoch of the lowest validation loss
         (early stopping restores it), else of the lowest training loss.
 
-    Attributes (after ``plot``)
-    ---------------------------
-    ax_ : Axes of the losses; weights_ax_ : Axes of the weights or None
-    figure_ : Figure
+    Attributes
+    ----------
+    ax_ : matplotlib Axes
+        The axes of the losses (set by ``plot``, as every attribute here).
+    weights_ax_ : matplotlib Axes or None
+        The axes of the weights, when they are shown.
+    figure_ : matplotlib Figure
     train_lines_, valid_lines_, weight_lines_ : dict task -> Line2D
     best_epoch_line_ : Line2D or None
     """
@@ -213,10 +216,15 @@ class TaskAffinityDisplay:
     affinity : DataFrame (T, T)
         Rows: source task; columns: target task.
 
-    Attributes (after ``plot``)
-    ---------------------------
-    im_ : AxesImage; text_ : ndarray (T, T) of Text; colorbar_ : Colorbar or None
-    ax_ : Axes; figure_ : Figure
+    Attributes
+    ----------
+    im_ : matplotlib AxesImage
+        The heatmap (set by ``plot``, as every attribute here).
+    text_ : ndarray (T, T) of matplotlib Text
+        The annotations.
+    colorbar_ : matplotlib Colorbar or None
+    ax_ : matplotlib Axes
+    figure_ : matplotlib Figure
     """
 
     def __init__(self, affinity):
@@ -315,12 +323,15 @@ class SingleTaskComparisonDisplay:
     comparison : DataFrame
         The table of :func:`~sklearn_mtl.inspection.compare_single_task`.
 
-    Attributes (after ``plot``)
-    ---------------------------
-    errorbars_ : dict task -> ErrorbarContainer
-    fold_points_ : PathCollection or None
-    zero_line_ : Line2D
-    ax_ : Axes; figure_ : Figure
+    Attributes
+    ----------
+    errorbars_ : dict task -> matplotlib ErrorbarContainer
+        One per task (set by ``plot``, as every attribute here).
+    fold_points_ : matplotlib PathCollection or None
+        The per-fold differences.
+    zero_line_ : matplotlib Line2D
+    ax_ : matplotlib Axes
+    figure_ : matplotlib Figure
     """
 
     _COLUMNS = ("difference", "ci_low", "ci_high", "verdict")
