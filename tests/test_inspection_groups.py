@@ -29,7 +29,7 @@ def _total(groups, S, names):
 
 
 @pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("T", [2, 3, 5, 7])
+@pytest.mark.parametrize("T", [2, 3, 5, 6])
 def test_groups_are_the_brute_force_optimum(seed, T):
     rng = np.random.default_rng(seed)
     names = [f"t{i}" for i in range(T)]
