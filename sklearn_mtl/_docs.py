@@ -115,7 +115,10 @@ PARAMETERS = """\
         Train through ``torch.compile``. Off by default: it did not pay off
         on CPU in our benchmarks.
     verbose : int, default=0
-        0: silent; 1: skorch's per-epoch table; 2: also a progress bar.
+        0: silent; 1: a per-epoch table (losses overall and per task, kept
+        narrow for many tasks); 2: also an epoch-level progress bar (tqdm: a
+        widget in Jupyter with ipywidgets, else text; time left and per-task
+        losses in its postfix).
     callbacks : list of skorch callbacks, default=None
         Extra callbacks (instances or ``(name, callback)`` pairs; copied,
         never mutated).
@@ -141,6 +144,21 @@ ATTRIBUTES = """\
         is a DataFrame). ``predict_proba(X, as_frame=True)`` gives DataFrames
         with the classes as columns; ``summary()`` describes the network.
     n_features_in_, feature_names_in_ : as in scikit-learn.
+    n_iter_ : int
+        Epochs run.
+    loss_curve_ : list of float
+        The training loss of each epoch (scikit-learn's MLP attribute).
+    validation_loss_curve_ : list of float or None
+        The validation loss of each epoch; None without validation data.
+    task_loss_curves_, task_validation_curves_ : DataFrame (epoch x task)
+        Each task's training and validation loss per epoch (the latter None
+        without validation data).
+    task_validation_scores_ : DataFrame (epoch x task) or None
+        Each task's validation accuracy or R² per epoch (history keys
+        ``valid_score_<task>``).
+    task_affinity_ : DataFrame (task x task)
+        Only after a fit with a :class:`sklearn_mtl.callbacks.TaskAffinity`
+        callback: what it recorded (rows: source task, columns: target).
 """
 
 MIXED = """\

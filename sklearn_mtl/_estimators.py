@@ -23,6 +23,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from . import _docs, _scorer_guard, _scoring, _summary
 from ._persistence import SavingMixin
 from ._build import build_net, initialize, trial_losses
+from ._history import TrainingHistoryMixin
 from ._net import TrainingDivergedError, fit_seeds, seeded_torch, split_tables
 from ._outputs import format_predictions, per_task, probability_frames
 from ._params import validate_constraints
@@ -90,7 +91,7 @@ def _multitask_tags(estimator, tags):
     return tags
 
 
-class _MultiTaskBase(SavingMixin, BaseEstimator):
+class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
     """Shared implementation of the multi-task estimators (see the public classes)."""
 
     #: Kinds a subclass accepts (None: any).

@@ -17,6 +17,26 @@ synchronisation, no per-batch callback dispatch, and the batch rows of the
 history are written once per epoch, with the same keys and values skorch
 writes. With a per-batch callback (a progress bar, a batch-level LR
 scheduler, gradient clipping...) skorch's own loop runs unchanged.
+
+Step hooks: a callback that needs the network at some training steps only
+(e.g. :class:`sklearn_mtl.callbacks.TaskAffinity`) defines an integer
+attribute ``every`` and one or both of
+
+* ``on_step(net, batch, step)``: before the training step, with the
+  parameters the step starts from;
+* ``on_step_end(net, batch, step, loss)``: after the optimizer step, with
+  the batch's (device) loss.
+
+``step`` counts the net's training steps since it was initialised (0, 1,
+...; continued training goes on counting); the hooks are called when
+``step % every == 0``, on both the fast path and skorch's loop. Defining
+them does not turn the fast path off: the other steps pay one integer test.
+
+Per-epoch validation scores: when there is validation data, the validation
+pass also keeps, per task, the counts of correct predictions (classification)
+or the sums R² needs (regression) on the device, and
+:class:`TaskScoreLogger` writes ``valid_score_<task>`` (accuracy or R², over
+the validation rows where the task has a label, unweighted) once per epoch.
 """
 
 import contextlib
@@ -36,6 +56,7 @@ from skorch.history import History
 from skorch.utils import to_tensor
 from torch.utils.data import Dataset
 
+from ._epoch_scores import TaskScoreLogger, score_layout, score_terms
 from ._gradients import (
     attach_head_probe,
     combine_with_gradients,
@@ -432,6 +453,7 @@ class MultiTaskNet(NeuralNet):
             # Keeps the heads' first-layer output: per-task gradients in one backward.
             attach_head_probe(self.module_)
         self.__dict__.pop("_compiled", None)
+        self.__dict__["_train_steps"] = 0  # the step index of the step hooks
         return self
 
     def torch_compile(self, module, name):
@@ -641,8 +663,14 @@ class MultiTaskNet(NeuralNet):
         """
         if iterator is None:
             return
+        hooked = training and self._with_step_hooks(step_fn)
+        if hooked:
+            step_fn = hooked
         if not self._fast_epoch_ok():
-            return super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
+            super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
+            if training and not hooked:
+                self._count_steps(self.history[-1, prefix + "_batch_count"])
+            return
         super()._set_training(training)
         self.__dict__["_held_mode"] = training
         self.__dict__["_lean_step"] = training and not any(
@@ -661,6 +689,60 @@ class MultiTaskNet(NeuralNet):
         self.history[-1]["batches"].extend(
             {loss_key: value, size_key: size} for value, size in zip(values, sizes))
         self.history.record(prefix + "_batch_count", len(sizes))
+        if training and not hooked:
+            self._count_steps(len(sizes))
+
+    def _count_steps(self, n):
+        self.__dict__["_train_steps"] = self.__dict__.get("_train_steps", 0) + int(n)
+
+    def _step_hooks(self):
+        """(every, on_step, on_step_end) of the callbacks with step hooks (see the
+        module docstring)."""
+        hooks = []
+        for name, cb in self.callbacks_:
+            before, after = getattr(cb, "on_step", None), getattr(cb, "on_step_end", None)
+            if before is None and after is None:
+                continue
+            every = getattr(cb, "every", None)
+            if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+                raise ValueError(f"Callback {name!r} defines on_step/on_step_end, so it needs an "
+                                 f"integer attribute every >= 1 (call it every k-th training "
+                                 f"step); it has every={every!r}.")
+            hooks.append((int(every), before, after))
+        return hooks
+
+    def _with_step_hooks(self, step_fn):
+        """``step_fn`` calling the step hooks on their steps, or None when no callback
+        has any."""
+        hooks = self._step_hooks()
+        if not hooks:
+            return None
+
+        def hooked_step(batch, **fit_params):
+            step = self.__dict__.get("_train_steps", 0)
+            due = [(before, after) for every, before, after in hooks if step % every == 0]
+            for before, _ in due:
+                if before is not None:
+                    before(self, batch=batch, step=step)
+            out = step_fn(batch, **fit_params)
+            for _, after in due:
+                if after is not None:
+                    after(self, batch=batch, step=step, loss=out["loss"])
+            self.__dict__["_train_steps"] = step + 1
+            return out
+
+        return hooked_step
+
+    def validation_step(self, batch, **fit_params):
+        step = super().validation_step(batch, **fit_params)
+        state = self.__dict__.get("_score_state")
+        if state is not None:  # TaskScoreLogger listens this epoch
+            if state[0] is None:
+                state[0] = score_layout(self)
+            with torch.no_grad():
+                terms = score_terms(state[0], self, step["y_pred"], batch[1])
+            state[1] = terms if state[1] is None else state[1].add_(terms)
+        return step
 
     def train_step(self, batch, **fit_params):
         if self.__dict__.get("_lean_step"):
@@ -684,6 +766,12 @@ class MultiTaskNet(NeuralNet):
                 losses = normalization.normalize(losses, present)
             self.weighting_.after_step(losses, present)
         return step
+
+    def partial_fit(self, X, y=None, classes=None, **fit_params):
+        # The epochs this call runs, for epoch-level progress bars (skorch tells the
+        # callbacks nothing of them).
+        self.__dict__["_planned_epochs"] = fit_params.get("epochs") or self.max_epochs
+        return super().partial_fit(X, y, classes=classes, **fit_params)
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         with self._thread_scope(X):
@@ -727,4 +815,5 @@ class MultiTaskNet(NeuralNet):
         return 1 if int(batch) * weights < _SMALL_STEP_MACS else None
 
     def get_default_callbacks(self):
-        return super().get_default_callbacks() + [("task_losses", TaskLossLogger())]
+        return super().get_default_callbacks() + [("task_losses", TaskLossLogger()),
+                                                  ("task_scores", TaskScoreLogger())]

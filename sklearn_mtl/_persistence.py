@@ -8,7 +8,9 @@ not plain data by a record made of Python builtins and numpy arrays:
   with, the weights and buffers of each of its torch modules as numpy arrays,
   the optimizer's state with its tensors as numpy arrays, the states of the
   weighting strategy's random generators, the training history as lists and
-  dicts, and the device it was trained on;
+  dicts, what callbacks recorded (those with ``plain_state()`` /
+  ``load_plain_state(state)``, e.g. :class:`~.callbacks.TaskAffinity`), and
+  the device it was trained on;
 * ``tasks_``, ``task_params_`` and ``target_format_`` (dataclasses holding
   scikit-learn encoders, numpy dtypes, dicts keyed by task labels, a pandas
   column Index) by lists of their fields: dicts become lists of pairs (a
@@ -330,6 +332,12 @@ def net_record(net):
                        for name in net._optimizers},
         "generators": generators,
         "history": _plain_tree(list(net.history)),
+        # What callbacks recorded (e.g. TaskAffinity's sums), for those that say it as
+        # plain data, and the step count of the step hooks.
+        "callback_states": {name: _plain_tree(cb.plain_state())
+                            for name, cb in net.callbacks_
+                            if callable(getattr(cb, "plain_state", None))},
+        "train_steps": int(net.__dict__.get("_train_steps", 0)),
     }
 
 
@@ -375,6 +383,11 @@ def rebuild_net(estimator, record):
         initialize(net, build)
     _load_states(net, record, estimator)
     net.history_ = History(record["history"])
+    states = record.get("callback_states", {})
+    for name, cb in net.callbacks_:
+        if name in states and callable(getattr(cb, "load_plain_state", None)):
+            cb.load_plain_state(states[name])
+    net.__dict__["_train_steps"] = int(record.get("train_steps", 0))
     return net
 
 
