@@ -12,8 +12,9 @@ import copy
 
 import numpy as np
 import torch
-from skorch.callbacks import Callback, EarlyStopping
+from skorch.callbacks import Callback, LRScheduler
 
+from ._early_stopping import TaskEarlyStopping
 from ._losses import MultiTaskLoss
 from .callbacks import EpochProgressBar, EpochTable
 from ._modules import MultiTaskModule, TaskHeads
@@ -36,7 +37,8 @@ _TARGETS = {"regression": "standardised values", "binary": "0/1 floats",
 #: so that a saved model is rebuilt as it was fitted (see :mod:`._persistence`).
 BUILD_PARAMS = ("hidden_layer_sizes", "head_hidden_sizes", "activation", "dropout",
                 "architecture", "weighting", "loss_normalization", "optimizer",
-                "optimizer_kwargs", "alpha", "lr", "max_epochs", "batch_size",
+                "optimizer_kwargs", "alpha", "l1", "lr", "lr_schedule", "max_epochs",
+                "batch_size",
                 "early_stopping", "patience", "tol", "verbose", "precision", "compile")
 
 
@@ -139,7 +141,7 @@ def build_module(estimator, params, n_outputs, X):
     return module
 
 
-def _callbacks(estimator):
+def _callbacks(estimator, tasks):
     for cb in estimator.callbacks or []:
         named = isinstance(cb, tuple) and len(cb) == 2 and isinstance(cb[0], str)
         if not isinstance(cb[1] if named else cb, Callback):
@@ -147,13 +149,41 @@ def _callbacks(estimator):
                             f"skorch.callbacks.Callback, or (name, callback) pairs); got {cb!r}.")
     callbacks = [copy.deepcopy(cb) for cb in (estimator.callbacks or [])]
     if estimator.early_stopping:
-        callbacks.append(("early_stopping", EarlyStopping(
-            monitor="valid_loss", patience=estimator.patience, threshold=estimator.tol,
-            threshold_mode="rel", load_best=True,
+        callbacks.append(("early_stopping", TaskEarlyStopping(
+            patience=estimator.patience, tol=estimator.tol,
+            monitored=[not task.auxiliary for task in tasks],
             sink=print if estimator.verbose else _silent)))
+    schedule = _lr_schedule(estimator)
+    if schedule is not None:
+        callbacks.append(("lr_schedule", schedule))
     if estimator.verbose >= 2:
         callbacks.append(("progress_bar", EpochProgressBar()))
     return callbacks
+
+
+def _lr_schedule(estimator):
+    """skorch's LRScheduler for ``lr_schedule`` (None: a constant lr)."""
+    schedule = getattr(estimator, "lr_schedule", None)
+    if schedule == "cosine":
+        return LRScheduler(policy=torch.optim.lr_scheduler.CosineAnnealingLR,
+                           T_max=estimator.max_epochs, step_every="epoch")
+    if schedule == "plateau":
+        return LRScheduler(policy=torch.optim.lr_scheduler.ReduceLROnPlateau,
+                           monitor=_Monitor("valid_loss"), factor=0.5,
+                           patience=max(1, estimator.patience // 3))
+    return None
+
+
+class _Monitor:
+    """The latest value of a history key, falling back to the training loss in an epoch
+    without it (a fit given no validation data)."""
+
+    def __init__(self, key):
+        self.key = key
+
+    def __call__(self, net):
+        row = net.history[-1]
+        return row[self.key] if self.key in row else row["train_loss"]
 
 
 def _optimizer(estimator):
@@ -173,7 +203,7 @@ def _optimizer(estimator):
     return optimizer, {**groups, **{f"optimizer__{k}": v for k, v in kwargs.items()}}
 
 
-def build_net(estimator, tasks, params, X, device, seeds):
+def build_net(estimator, tasks, params, X, device, seeds, fit_rows=None):
     """The skorch net of one fit (not initialised)."""
     n_outputs = [t.n_outputs for t in tasks]
     weighting = copy.deepcopy(resolve_weighting(estimator.weighting))
@@ -200,7 +230,7 @@ def build_net(estimator, tasks, params, X, device, seeds):
         iterator_valid=BatchIterator,
         iterator_valid__batch_size=max(PREDICT_BATCH_SIZE, estimator.batch_size),
         iterator_valid__device=device,
-        callbacks=_callbacks(estimator),
+        callbacks=_callbacks(estimator, tasks),
         device=device,
         verbose=int(bool(estimator.verbose)),
         # Silent fits skip the epoch table: skorch's is formatted even when not
@@ -215,6 +245,7 @@ def build_net(estimator, tasks, params, X, device, seeds):
         compile=bool(estimator.compile),
         # L2 on weights only (not biases), as weight decay, like scikit-learn's alpha.
         optimizer__weight_decay=estimator.alpha,
+        l1=getattr(estimator, "l1", 0.0),
         **optimizer_params,
     )
     net.build_params = {name: copy.deepcopy(getattr(estimator, name)) for name in BUILD_PARAMS}

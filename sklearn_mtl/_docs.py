@@ -67,29 +67,49 @@ PARAMETERS = """\
         Dropout after each hidden layer.
     alpha : float, default=0.0
         L2 penalty (weight decay) on the weights, not the biases.
+    l1 : float, default=0.0
+        Weight of an L1 penalty ``l1 * sum(|w|)`` over the network's weights
+        (not its biases), added to the training loss: it drives weights to
+        exactly zero, e.g. those of uninformative features. Next to ``alpha``
+        (L2, as weight decay); both are searchable.
     optimizer : str or torch.optim.Optimizer class, default='adam'
         'adam', 'adamw', 'sgd', 'rmsprop' or an optimizer class.
     optimizer_kwargs : dict, default=None
         Extra arguments of the optimizer (e.g. ``{'momentum': 0.9}``).
     lr : float, default=1e-3
         Learning rate.
+    lr_schedule : {None, 'cosine', 'plateau'}, default=None
+        None keeps ``lr``; 'cosine' anneals it to 0 over ``max_epochs`` (a
+        cosine, stepped each epoch); 'plateau' halves it when the validation
+        loss (the training loss without validation) has not improved for
+        ``max(1, patience // 3)`` epochs.
     batch_size : int, default=64
         Rows per training step.
     max_epochs : int, default=100
         Passes over the training data.
-    early_stopping : bool, default=False
-        Stop when the validation loss has not improved by ``tol`` (relative)
-        for ``patience`` epochs, and restore the best weights. A training
-        loss that turns non-finite stops any fit with ``TrainingDivergedError``
-        (a ``ValueError``); with early stopping the best finite epoch's
-        weights are restored instead, with a warning.
+    early_stopping : bool, default=True
+        Hold out validation rows (``validation_fraction``, or your own
+        ``X_val``/``y_val`` in ``fit``) and track each task's validation loss:
+        each task is predicted from the epoch where its own validation loss was
+        lowest (``best_epoch_``), so a task that overfits early does not cost
+        another its later best, and training stops when no task has improved
+        by ``tol`` for ``patience`` epochs. A ``ConvergenceWarning`` says when
+        ``max_epochs`` ends a fit in which some task was still improving.
+        ``partial_fit`` trains on all the rows it is given, without early
+        stopping (as scikit-learn's MLP). A training loss that turns
+        non-finite stops any fit with ``TrainingDivergedError`` (a
+        ``ValueError``); with early stopping the best finite epochs are
+        restored instead, with a warning.
     validation_fraction : float in (0, 1) or None, default=None
-        Fraction of the rows held out for validation losses. None: 0.1 with
-        early stopping, else no validation.
+        Fraction of the rows held out for validation. None: 0.1 with early
+        stopping, else no validation. The split is stratified by each row's
+        set of labelled tasks, and a task with few labels keeps at least
+        ``min(25, n_labels // 4)`` validation labels.
     patience : int, default=10
-        Epochs without improvement before early stopping.
+        Epochs without improvement of any task before early stopping.
     tol : float, default=1e-4
-        Relative improvement that counts for early stopping.
+        Relative improvement of a task's best validation loss that counts as
+        progress for early stopping.
     class_weight : None, 'balanced' or dict task -> ('balanced' or dict label -> weight)
         Per-class weights of classification tasks' losses ('balanced' counts
         classes weighted by ``sample_weight``). scikit-learn's forms work too:
@@ -146,6 +166,11 @@ ATTRIBUTES = """\
     n_features_in_, feature_names_in_ : as in scikit-learn.
     n_iter_ : int
         Epochs run.
+    best_epoch_ : dict task -> int
+        With early stopping (validation data): the epoch (1-based, counted
+        over all the fit calls of this model) whose weights predict each
+        task, the one of its lowest validation loss. Absent without
+        validation data.
     loss_curve_ : list of float
         The training loss of each epoch (scikit-learn's MLP attribute).
     validation_loss_curve_ : list of float or None

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import ClassifierTags
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
@@ -24,6 +25,7 @@ from . import _docs, _scorer_guard, _scoring, _summary
 from ._persistence import SavingMixin
 from ._build import build_net, initialize, trial_losses
 from ._history import TrainingHistoryMixin
+from ._early_stopping import check_split, validation_split
 from ._net import TrainingDivergedError, fit_seeds, seeded_torch, split_tables
 from ._outputs import format_predictions, per_task, probability_frames
 from ._params import validate_constraints
@@ -59,6 +61,23 @@ def _sample_weight(sample_weight, X):
             raise
         raise ValueError(f"sample_weight must be non-negative numbers, one per row of X: "
                          f"{message}") from None
+
+
+def _validation_data(X_val, y_val, Y_val, sample_weight_val):
+    """(X_val, y_val, sample_weight_val), or None without validation data."""
+    if Y_val is not None:
+        if y_val is not None:
+            raise TypeError("Pass the validation targets once, as y_val (Y_val is another "
+                            "name of it), not both.")
+        y_val = Y_val
+    if (X_val is None) != (y_val is None):
+        raise ValueError("Pass X_val and y_val together: validation needs both the features "
+                         "and the task targets.")
+    if X_val is None:
+        if sample_weight_val is not None:
+            raise ValueError("sample_weight_val was given without X_val and y_val.")
+        return None
+    return X_val, y_val, sample_weight_val
 
 
 def _has_classification_task(estimator):
@@ -116,12 +135,14 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         activation="relu",
         dropout=0.0,
         alpha=0.0,
+        l1=0.0,
         optimizer="adam",
         optimizer_kwargs=None,
         lr=1e-3,
+        lr_schedule=None,
         batch_size=64,
         max_epochs=100,
-        early_stopping=False,
+        early_stopping=True,
         validation_fraction=None,
         patience=10,
         tol=1e-4,
@@ -149,9 +170,11 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         self.activation = activation
         self.dropout = dropout
         self.alpha = alpha
+        self.l1 = l1
         self.optimizer = optimizer
         self.optimizer_kwargs = optimizer_kwargs
         self.lr = lr
+        self.lr_schedule = lr_schedule
         self.batch_size = batch_size
         self.max_epochs = max_epochs
         self.early_stopping = early_stopping
@@ -192,7 +215,8 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
     # ------------------------------------------------------------------
     # Fitting
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
+            sample_weight_val=None, Y_val=None):
         """Train the network on X and the task targets y.
 
         Parameters
@@ -208,15 +232,27 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
             Per-row weights applied to every task's loss (a weight of 0 is the same as
             dropping the row; with one full batch per step, a weight of k the same as k
             copies of it).
+        X_val, y_val : array-like, default=None
+            Your own validation data, in the forms of X and y (the same tasks): its
+            per-task losses are recorded each epoch and, with ``early_stopping``,
+            decide each task's best epoch and when to stop. All of X is then used for
+            training (``validation_fraction`` is not applied). ``Y_val`` is accepted
+            as another name of ``y_val``.
+        sample_weight_val : array-like of shape (n_val_samples,), default=None
+            Per-row weights of the validation losses.
 
         Returns
         -------
         self
         """
         self._validate_params()
+        validation = _validation_data(X_val, y_val, Y_val, sample_weight_val)
         # warm_start: max_epochs more epochs from the fitted weights, as MLPRegressor does.
         continuing = self.warm_start and hasattr(self, "net_")
-        return self._fit(X, y, sample_weight, epochs=self.max_epochs, continuing=continuing)
+        self._fit(X, y, sample_weight, epochs=self.max_epochs, continuing=continuing,
+                  validation=validation)
+        self._warn_if_still_improving()
+        return self
 
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch of training on X, y: the first call initialises the network, later
@@ -230,9 +266,10 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         """
         self._validate_params()
         return self._fit(X, y, sample_weight, epochs=1, continuing=hasattr(self, "net_"),
-                         classes=classes)
+                         classes=classes, incremental=True)
 
-    def _fit(self, X, y, sample_weight, epochs, continuing, classes=None):
+    def _fit(self, X, y, sample_weight, epochs, continuing, classes=None, validation=None,
+             incremental=False):
         X_given = X
         X, names, columns, dtypes, target_format, sample_weight = self._read_data(
             X, y, sample_weight, continuing)
@@ -244,14 +281,72 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         targets = encode_targets(tasks, columns, sample_weight, class_weights)
         device = resolve_device(self.device)
         seeds = fit_seeds(self.random_state, len(self.net_.history) if continuing else None)
+        X, targets, rows = self._split(X, targets, tasks, class_weights, validation, seeds[1],
+                                       incremental)
         with seeded_torch(self.random_state, seeds[0], device):
             if continuing:
                 self._update_net(params, seeds[2])
             else:
-                self._new_net(tasks, params, target_format, X, targets, device, seeds)
-            self._train(X, targets, epochs, seeds[1], device, continuing)
+                self._new_net(tasks, params, target_format, X, targets, device, seeds,
+                              fit_rows=rows[0])
+            self._train(X, targets, rows, epochs, device, continuing)
         scorer_check.trial(self, X_given, y)
         return self
+
+    def _split(self, X, targets, tasks, class_weights, validation, seed, incremental):
+        """X and the targets with the validation rows appended (own validation data) or
+        not, and the (training, validation) row indices; validation None without any."""
+        names = [t.name for t in tasks]
+        if validation is not None:
+            X_val, columns = self._read_validation(validation, names)
+            sample_weight = validation[2]
+            if sample_weight is not None:
+                sample_weight = _sample_weight(sample_weight, X_val)
+            val_targets = encode_targets(tasks, columns, sample_weight, class_weights)
+            n = X.shape[0]
+            return (np.concatenate([X, X_val]), np.concatenate([targets, val_targets]),
+                    (np.arange(n), np.arange(n, n + X_val.shape[0])))
+        fraction = self.validation_fraction
+        if fraction is None:
+            fraction = 0.1 if self.early_stopping else 0.0
+        if incremental or fraction == 0:
+            # partial_fit trains on every row it is given, as scikit-learn's MLP does.
+            return X, targets, (np.arange(X.shape[0]), None)
+        weights = targets[:, len(tasks):]
+        train, valid = validation_split(weights, fraction, seed)
+        if not len(valid):
+            return X, targets, (train, None)  # too few rows to hold any out
+        check_split(names, weights, train, valid, f"validation_fraction={fraction}")
+        return X, targets, (train, valid)
+
+    def _read_validation(self, validation, names):
+        X_val, y_val, _ = validation
+        X_val = validate_X(self, X_val, reset=False)
+        task_names = list(self.tasks) if isinstance(self.tasks, (list, tuple)) else None
+        try:
+            val_names, columns, _, _ = read_targets(y_val, task_names)
+        except ValueError as exc:
+            raise ValueError(f"y_val: {exc}") from None
+        if val_names != names:
+            raise ValueError(f"y_val has tasks {val_names!r} but y has {names!r}; the "
+                             "validation data need the same tasks.")
+        for name, column in zip(names, columns):
+            if len(column) != X_val.shape[0]:
+                raise ValueError(f"X_val has {X_val.shape[0]} rows but y_val[{name!r}] has "
+                                 f"{len(column)}; they need one row per sample.")
+        return X_val, columns
+
+    def _warn_if_still_improving(self):
+        stopper = dict(self.net_.callbacks_).get("early_stopping")
+        if stopper is None or not getattr(stopper, "epochs_", 0) or stopper.stopped_epoch_:
+            return
+        names = [t.name for t, wait, watched in zip(self.tasks_, stopper.waits_,
+                                                    stopper.monitored)
+                 if watched and wait < stopper.patience]
+        warnings.warn(
+            f"max_epochs={self.max_epochs} reached while the validation loss of task(s) "
+            f"{names!r} was still improving; raise max_epochs (each task is predicted from "
+            "its best epoch so far).", ConvergenceWarning, stacklevel=3)
 
     def _read_data(self, X, y, sample_weight, continuing):
         """Validated X (float32), Y's columns and form, and validated sample weights."""
@@ -296,8 +391,8 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
                     "for mixed tasks.")
         return tasks, params
 
-    def _new_net(self, tasks, params, target_format, X, targets, device, seeds):
-        net = build_net(self, tasks, params, X, device, seeds)
+    def _new_net(self, tasks, params, target_format, X, targets, device, seeds, fit_rows):
+        net = build_net(self, tasks, params, X, device, seeds, fit_rows=fit_rows)
         initialize(net, self)
         trial_losses(net, tasks, X, targets)
         self.tasks_ = tasks
@@ -316,13 +411,13 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         if net.lr != self.lr:
             net.set_params(lr=self.lr)  # skorch updates the live optimizer in place
 
-    def _train(self, X, targets, epochs, split_seed, device, continuing):
-        fraction = self.validation_fraction
-        if fraction is None:
-            fraction = 0.1 if self.early_stopping else 0.0
+    def _train(self, X, targets, rows, epochs, device, continuing):
         net = self.net_
-        train = net.use_tables(*split_tables(X, targets, fraction, split_seed, device))
+        train = net.use_tables(*split_tables(X, targets, rows, device))
         before = copy.deepcopy(net.module_.state_dict()) if continuing else None
+        epochs_before = len(net.history)
+        net.clear_task_snapshots()
+        self.__dict__.pop("_best_epochs", None)
         try:
             net.partial_fit(train, None, epochs=epochs)
         except TrainingDivergedError as exc:
@@ -333,6 +428,13 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
             self._rewind(before)
             raise
         self.n_epochs_ = len(net.history)
+        stopper = dict(net.callbacks_).get("early_stopping")
+        if rows[1] is not None and getattr(stopper, "epochs_", 0):
+            # A list in task order: task labels may be tuples, which a saved state keeps
+            # as list entries but not as dict keys.
+            self._best_epochs = [epochs_before + int(e)
+                                 for t, e in zip(self.tasks_, stopper.best_epochs_)
+                                 if not t.auxiliary]
 
     def _recover(self, exc, before):
         """After a diverged fit: the best finite checkpoint (early stopping) with a
@@ -348,8 +450,10 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
 
     def _rewind(self, before):
         """Back to the weights ``before`` a continued call, or unfitted after a fresh fit."""
+        self.__dict__.pop("_best_epochs", None)
         if before is not None:
             self.net_.load_weights(before)
+            self.net_.clear_task_snapshots()
             return
         for name in ("net_", "tasks_", "task_names_", "task_params_", "target_format_",
                      "n_epochs_"):
@@ -443,6 +547,17 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
 
 
     @property
+    def best_epoch_(self):
+        """Dict task -> the epoch whose weights predict the task (early stopping)."""
+        check_is_fitted(self)
+        epochs = self.__dict__.get("_best_epochs")
+        if epochs is None:
+            raise AttributeError(f"This {type(self).__name__} was fitted without validation "
+                                 "data, so it has no best_epoch_: every task is predicted "
+                                 "from the last epoch.")
+        return dict(zip(self.task_names_, epochs))
+
+    @property
     def history_(self):
         """The skorch history of the fit: per-epoch losses, per task included."""
         check_is_fitted(self)
@@ -501,7 +616,8 @@ class MultiTaskRegressor(RegressorMixin, _MultiTaskBase):
         """One epoch of training on X, y: the first call initialises the network, later
         calls continue from the current weights, whatever ``warm_start`` says."""
         self._validate_params()
-        return self._fit(X, y, sample_weight, epochs=1, continuing=hasattr(self, "net_"))
+        return self._fit(X, y, sample_weight, epochs=1, continuing=hasattr(self, "net_"),
+                         incremental=True)
 
     def score(self, X, y, sample_weight=None):
         """Uniform average over tasks of R² on the observed labels."""

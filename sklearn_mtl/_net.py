@@ -47,7 +47,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from skorch import NeuralNet
 from skorch.callbacks import Callback
@@ -62,6 +61,7 @@ from ._gradients import (
     combine_with_gradients,
     trunk_shared_parameters,
 )
+from ._early_stopping import snapshot_module
 from ._normalization import LossNormalization
 
 PRECISIONS = ("float32", "bf16")
@@ -84,6 +84,15 @@ _FOLD_EVERY = 256
 # intra-op threads cost more in synchronisation than they save (see
 # MultiTaskNet._thread_scope).
 _SMALL_STEP_MACS = 1 << 26
+
+
+def inference_only(module):
+    """Stop a (copied) module, and the networks inside it, from keeping representations
+    for the gradient methods."""
+    for part in module.modules():
+        if hasattr(part, "keep_representation"):
+            part.keep_representation = False
+    return module
 
 
 class TensorTable(Dataset):
@@ -134,26 +143,23 @@ def seeded_torch(random_state, seed, device):
         yield
 
 
-def split_tables(X, targets, fraction, seed, device):
+def split_tables(X, targets, rows, device):
     """Training and validation :class:`TensorTable` (None without validation) of float32
-    X and the target matrix, on the training device when they fit there."""
+    X and the target matrix, for the (training, validation) row indices ``rows``, on the
+    training device when they fit there."""
     # from_numpy shares X's memory, and on the CPU .to() is a no-op: the fit holds no
     # second copy of X.
     X_t, y_t = torch.from_numpy(X), torch.from_numpy(targets)
     place = data_device(X_t, y_t, device)
     X_t, y_t = X_t.to(place), y_t.to(place)
-    if fraction == 0:
+    train, valid = rows
+    if valid is None and len(train) == X.shape[0]:
         return TensorTable(X_t, y_t), None
-    n_valid = int(np.ceil(fraction * X.shape[0]))
-    if n_valid >= X.shape[0]:
-        raise ValueError(
-            f"validation_fraction={fraction} leaves no rows for training with "
-            f"{X.shape[0]} samples; use a smaller fraction or early_stopping=False.")
-    idx_train, idx_valid = train_test_split(np.arange(X.shape[0]), test_size=n_valid,
-                                            random_state=seed)
     # Row indices into the one table rather than two copies of the rows.
-    return (TensorTable(X_t, y_t, rows=torch.from_numpy(idx_train)),
-            TensorTable(X_t, y_t, rows=torch.from_numpy(idx_valid)))
+    train_table = TensorTable(X_t, y_t, rows=torch.from_numpy(np.asarray(train, np.int64)))
+    if valid is None:
+        return train_table, None
+    return train_table, TensorTable(X_t, y_t, rows=torch.from_numpy(np.asarray(valid, np.int64)))
 
 
 def data_device(X_t, y_t, device):
@@ -426,8 +432,9 @@ class MultiTaskNet(NeuralNet):
 
     def __init__(self, module, *args, weighting=None, static_weights=None, task_names=(),
                  task_kinds=(), precision="float32", n_threads="auto", loss_normalization="none",
-                 **kwargs):
+                 l1=0.0, **kwargs):
         super().__init__(module, *args, **kwargs)
+        self.l1 = l1
         self.weighting = weighting
         self.static_weights = static_weights
         self.task_names = task_names
@@ -482,6 +489,7 @@ class MultiTaskNet(NeuralNet):
         state = super().__getstate__()
         state.pop("_compiled", None)
         state.pop("_inference", None)
+        state.pop("_snapshots", None)
         return state
 
     def set_static_weights(self, weights):
@@ -498,11 +506,63 @@ class MultiTaskNet(NeuralNet):
         """Load early stopping's best weights and return their epoch (None when there
         are none), e.g. after :class:`TrainingDivergedError`."""
         stopper = dict(self.callbacks_).get("early_stopping")
-        best = getattr(stopper, "best_model_weights_", None)
-        if best is None:
+        if getattr(stopper, "best_model_weights_", None) is None:
             return None
-        self.load_weights(best)
+        stopper.on_train_end(self)  # module_ and each task's snapshot, as after a stop
+        self.initialize_optimizer()  # its moments belong to the steps being undone
         return stopper.best_epoch_
+
+    # ------------------------------------------------------------------
+    # Per-task best epochs (see :mod:`._early_stopping`)
+
+    def set_task_snapshots(self, task_states, best):
+        """Predict each task from its own weights (``task_states``, one state dict per
+        task, shared between tasks of the same epoch); ``module_`` takes ``best``, the
+        weights of the best total validation loss (as skorch's ``load_best``)."""
+        self.module_.load_state_dict(best)
+        if all(state is task_states[0] for state in task_states):
+            task_states = None  # every task's best is the same epoch: module_ predicts
+        self.__dict__["task_states"] = task_states
+
+    def clear_task_snapshots(self):
+        """Back to predicting every task from ``module_`` (training goes on)."""
+        self.__dict__["task_states"] = None
+
+    def prediction_module(self):
+        """The module whose outputs are the predictions: ``module_``, or the per-task
+        best-epoch copies of it after early stopping (not a copy: do not modify)."""
+        states = self.__dict__.get("task_states")
+        if not states:
+            return self.module_
+        cached = self.__dict__.get("_snapshots")
+        if cached is not None and cached[0] is states and cached[1] is self.module_:
+            return cached[2]
+        module = snapshot_module(self.module_, states, self.module_.heads.max_out)
+        self.__dict__["_snapshots"] = (states, self.module_, module)
+        return module
+
+    def snapshot_record(self, to_array):
+        """The task snapshots as plain data (None without them), for saving."""
+        states = self.__dict__.get("task_states")
+        if not states:
+            return None
+        distinct, owner = [], []
+        for state in states:
+            index = next((i for i, seen in enumerate(distinct) if seen is state), None)
+            if index is None:
+                index = len(distinct)
+                distinct.append(state)
+            owner.append(index)
+        return {"owner": owner,
+                "states": [{k: to_array(v) for k, v in state.items()} for state in distinct]}
+
+    def load_snapshot_record(self, record, to_tensor):
+        """Restore :meth:`snapshot_record`'s data (a loaded model)."""
+        if not record:
+            self.__dict__["task_states"] = None
+            return
+        distinct = [{k: to_tensor(v) for k, v in state.items()} for state in record["states"]]
+        self.__dict__["task_states"] = [distinct[i] for i in record["owner"]]
 
     def load_weights(self, state_dict):
         """Load module weights; the optimizer restarts (its moments belong to the
@@ -517,12 +577,13 @@ class MultiTaskNet(NeuralNet):
         """A copy of ``module_`` in eval mode and in ``dtype``, made once per trained
         state (the tensors' version counters tell when the weights changed in place)."""
         state = list(self.module_.parameters()) + list(self.module_.buffers())
-        key = (id(self.module_), dtype, tuple(t._version for t in state))
+        snapshots = self.__dict__.get("task_states")
+        key = (id(self.module_), id(snapshots), dtype, tuple(t._version for t in state))
         cached = self.__dict__.get("_inference")
         if cached is not None and cached[0] == key:
             return cached[1]
-        module = copy.deepcopy(self.module_)
-        module.keep_representation = False
+        module = copy.deepcopy(self.prediction_module())
+        inference_only(module)
         module.eval().to(dtype)
         self.__dict__["_inference"] = (key, module)
         return module
@@ -626,7 +687,15 @@ class MultiTaskNet(NeuralNet):
         penalty = self.module_.penalty()
         if penalty is not None:
             total = total + penalty
+        if self.l1:
+            total = total + self.l1 * self.l1_penalty()
         return total
+
+    def l1_penalty(self):
+        """``sum(|w|)`` over the module's weights: every parameter but the biases."""
+        weights = [p for name, p in self.module_.named_parameters()
+                   if p.requires_grad and not name.endswith("bias")]
+        return torch.stack([w.abs().sum() for w in weights]).sum()
 
     # ------------------------------------------------------------------
     # Training loop

@@ -44,6 +44,8 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
+from ._net import inference_only
+
 # Rows of the example input the network is traced with (2: torch.export
 # specialises sizes 0 and 1).
 _EXAMPLE_ROWS = 2
@@ -146,8 +148,7 @@ def _hint(estimator):
 def _network_model(estimator, torch_dtype, opset):
     """The network alone as an ONNX ModelProto: input ``X``, output ``raw``."""
     net = estimator.net_
-    module = copy.deepcopy(net.module_).to("cpu", torch_dtype).eval()
-    module.keep_representation = False
+    module = inference_only(copy.deepcopy(net.prediction_module()).to("cpu", torch_dtype).eval())
     wrapper = _Exported(module, torch_dtype).eval()
     example = torch.zeros(_EXAMPLE_ROWS, estimator.n_features_in_)
     what = _module_label(estimator)

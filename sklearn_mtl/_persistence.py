@@ -338,6 +338,9 @@ def net_record(net):
                             for name, cb in net.callbacks_
                             if callable(getattr(cb, "plain_state", None))},
         "train_steps": int(net.__dict__.get("_train_steps", 0)),
+        # Each task's best-epoch weights (early stopping): distinct copies and, per
+        # task, the index of its copy.
+        "task_snapshots": net.snapshot_record(tensor_to_array),
     }
 
 
@@ -388,6 +391,7 @@ def rebuild_net(estimator, record):
         if name in states and callable(getattr(cb, "load_plain_state", None)):
             cb.load_plain_state(states[name])
     net.__dict__["_train_steps"] = int(record.get("train_steps", 0))
+    net.load_snapshot_record(record.get("task_snapshots"), array_to_tensor)
     return net
 
 

@@ -45,7 +45,8 @@ def _fit(batch_size=32, callbacks=(), **params):
     capture = _Capture()
     est = MultiTaskRegressorClassifier(
         hidden_layer_sizes=(16, 16), head_hidden_sizes=(8,), batch_size=batch_size,
-        max_epochs=1, lr=1e-2, random_state=0, callbacks=[capture, *callbacks], **params)
+        max_epochs=1, lr=1e-2, random_state=0, callbacks=[capture, *callbacks],
+        early_stopping=False, **params)
     est.fit(X, Y)
     # The estimator copies its callbacks: read the copy the net used.
     used = next(cb for _, cb in est.net_.callbacks_ if isinstance(cb, _Capture))

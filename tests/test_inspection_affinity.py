@@ -53,6 +53,7 @@ def _linear_problem(n=40, seed=0):
 def _fit(method, batch_size, lr=0.2, average="loss", seed=0):
     X, Y = _linear_problem()
     est = MultiTaskRegressor(module=LinearTrunk(), head_hidden_sizes=(), optimizer="sgd",
+                             early_stopping=False,
                              lr=lr, batch_size=batch_size, max_epochs=1, random_state=seed,
                              callbacks=[Capture(), TaskAffinity(method=method, every=1,
                                                                 average=average)])

@@ -22,7 +22,7 @@ mpl = pytest.importorskip("matplotlib")
 mpl.use("Agg")
 plt = pytest.importorskip("matplotlib.pyplot")
 
-SMALL = dict(hidden_layer_sizes=(8,), max_epochs=4, random_state=0)
+SMALL = dict(hidden_layer_sizes=(8,), max_epochs=4, random_state=0, early_stopping=False)
 
 
 @pytest.fixture(autouse=True)

@@ -47,7 +47,8 @@ def test_step_hooks_run_every_k_steps_on_the_fast_path(monkeypatch):
     X, Y = make_mixed(n=200)
     # 200 rows, batch 32: 7 steps per epoch, 21 over 3 epochs.
     est = MultiTaskRegressorClassifier(hidden_layer_sizes=(8,), batch_size=32, max_epochs=3,
-                                       random_state=0, callbacks=[StepRecorder(every=4)])
+                                       random_state=0, callbacks=[StepRecorder(every=4)],
+                                       early_stopping=False)
     # skorch's own per-batch loop must not run: the fast path stays on.
     from skorch import NeuralNet
 
@@ -70,14 +71,15 @@ def test_step_hooks_run_every_k_steps_on_the_fast_path(monkeypatch):
 def test_step_hooks_run_on_skorchs_loop_too():
     X, Y = make_mixed(n=200)
     est = MultiTaskRegressorClassifier(hidden_layer_sizes=(8,), batch_size=32, max_epochs=2,
-                                       random_state=0,
+                                       random_state=0, early_stopping=False,
                                        callbacks=[StepRecorder(every=5), PerBatch()])
     est.fit(X, Y)
     assert not est.net_._fast_epoch_ok()
     assert _recorder(est).before_ == [0, 5, 10]
     # The step count is kept without hooks as well.
     plain = MultiTaskRegressorClassifier(hidden_layer_sizes=(8,), batch_size=32, max_epochs=2,
-                                         random_state=0, callbacks=[PerBatch()]).fit(X, Y)
+                                         random_state=0, callbacks=[PerBatch()],
+                                         early_stopping=False).fit(X, Y)
     assert plain.net_.__dict__["_train_steps"] == 14
 
 
@@ -131,7 +133,8 @@ def test_validation_scores_match_scikit_learn_on_the_validation_rows():
 
 def test_no_validation_scores_without_validation():
     X, Y = make_mixed(n=100)
-    est = MultiTaskRegressorClassifier(hidden_layer_sizes=(4,), max_epochs=2).fit(X, Y)
+    est = MultiTaskRegressorClassifier(hidden_layer_sizes=(4,), max_epochs=2,
+                                       early_stopping=False).fit(X, Y)
     assert not any(k.startswith("valid_score") for k in est.history_[-1])
     assert est.task_validation_scores_ is None
     assert est.task_validation_curves_ is None

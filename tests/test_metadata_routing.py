@@ -34,7 +34,7 @@ def _conflicting_halves(n=160, seed=0):
     return X, y, half.astype(float)
 
 
-PARAMS = dict(max_epochs=15, batch_size=32, lr=1e-2, random_state=0)
+PARAMS = dict(max_epochs=15, batch_size=32, lr=1e-2, random_state=0, early_stopping=False)
 # Shuffled folds: unshuffled, a training fold would be the zero-weight half alone.
 CV = KFold(2, shuffle=True, random_state=0)
 
@@ -64,7 +64,8 @@ def test_zero_sample_weight_equals_dropping_the_row():
     w[dropped] = 0.0
     Y_kept = Y[~dropped].reset_index(drop=True)
     # 'balanced' class weights count classes with the sample weights, so they agree too.
-    params = dict(max_epochs=4, batch_size=256, lr=1e-2, random_state=0, class_weight="balanced")
+    params = dict(max_epochs=4, batch_size=256, lr=1e-2, random_state=0, class_weight="balanced",
+                  early_stopping=False)
     weighted = MultiTaskRegressorClassifier(**params).fit(X, Y, sample_weight=w)
     kept = MultiTaskRegressorClassifier(**params).fit(X[~dropped], Y_kept)
 

@@ -1,0 +1,260 @@
+"""Early stopping per task: a validation split that keeps every task's labels, each task's
+best epoch, and the network that predicts each task from its own best epoch.
+
+With missing labels a task's validation loss is measured on the validation rows where
+it has a label, so the split must give every task a fair share of its labelled rows:
+:func:`validation_split` stratifies the rows by their pattern of labelled tasks and
+guarantees a scarce task a minimum of validation labels.
+
+Tasks overfit at different epochs (a task with few labels early, a well-labelled one
+late). :class:`TaskEarlyStopping` tracks each task's own validation loss, keeps a copy
+of the network at the epoch where that loss was best (the networks are small; one copy
+serves every task that improved in the same epoch), and stops when no task has improved
+for ``patience`` epochs. :class:`PerTaskSnapshots` is the module that then predicts:
+task t's output columns come from the copy of task t's best epoch, so a task that
+overfitted early does not cost another task its later best.
+"""
+
+import copy
+
+import numpy as np
+import torch
+from skorch.callbacks import Callback
+from torch import nn
+
+#: A task with n labelled rows gets at least min(this, n // 4) validation labels.
+MIN_VALIDATION_LABELS = 25
+
+
+def validation_split(weights, fraction, seed):
+    """Training and validation row indices (sorted int64 arrays) of a label-weight matrix.
+
+    Parameters
+    ----------
+    weights : ndarray of shape (n_samples, n_tasks)
+        Label weights; 0 where a task has no label (or a zero sample weight).
+    fraction : float
+        The share of each group of rows with the same labelled tasks that goes to
+        validation (at least one row of every group of two or more).
+    seed : int
+        Seed of the split.
+
+    Each task then has at least ``min(MIN_VALIDATION_LABELS, n_t // 4)`` validation
+    labels (n_t its labelled rows): a task with few labels is topped up from its
+    labelled training rows, so that its best epoch is chosen on more than a handful.
+    """
+    n, T = weights.shape
+    labelled = weights > 0
+    rng = np.random.default_rng(seed)
+    keys = rng.random(n)  # the order in which rows are drawn, within each group
+    pattern = labelled.astype(np.int64) @ (1 << np.arange(T, dtype=np.int64)) if T < 62 \
+        else np.unique(labelled, axis=0, return_inverse=True)[1]
+    valid = np.zeros(n, dtype=bool)
+    for code in np.unique(pattern):
+        rows = np.flatnonzero(pattern == code)
+        take = int(round(fraction * len(rows)))
+        if len(rows) >= 2:
+            take = min(max(take, 1), len(rows) - 1)
+        else:
+            take = 0
+        valid[rows[np.argsort(keys[rows], kind="stable")[:take]]] = True
+    for t in range(T):
+        rows = np.flatnonzero(labelled[:, t])
+        wanted = min(MIN_VALIDATION_LABELS, len(rows) // 4)
+        missing = wanted - int(valid[rows].sum())
+        if missing > 0:
+            candidates = rows[~valid[rows]]
+            valid[candidates[np.argsort(keys[candidates], kind="stable")[:missing]]] = True
+    return np.flatnonzero(~valid), np.flatnonzero(valid)
+
+
+def check_split(task_names, weights, train, valid, source):
+    """A ValueError naming the task when the split leaves it without training labels."""
+    for t, name in enumerate(task_names):
+        if weights[train, t].sum() <= 0 and weights[:, t].sum() > 0:
+            raise ValueError(
+                f"Task {name!r} has {int((weights[:, t] > 0).sum())} labelled row(s), all of "
+                f"them in the validation data ({source}); it needs labelled training rows. "
+                "Use a smaller validation_fraction, early_stopping=False, or more labels.")
+
+
+def _state_copy(module):
+    # On the host: a snapshot pickles and saves anywhere, and the GPU keeps no copies.
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+class TaskEarlyStopping(Callback):
+    """Stop when no task's validation loss has improved for ``patience`` epochs, keeping
+    each task's best epoch.
+
+    Parameters
+    ----------
+    patience : int
+        Epochs without an improvement of more than ``tol`` (relative) of any monitored
+        task after which training stops.
+    tol : float
+        Relative improvement of a task's best validation loss that counts as progress.
+    monitored : sequence of bool or None
+        Which tasks decide when to stop (auxiliary tasks, which are not predicted, do
+        not); None: all.
+    sink : callable
+        Where the message at the stop goes (``print`` when verbose).
+
+    Attributes
+    ----------
+    best_epochs_ : ndarray of int
+        Each task's epoch (1-based, of this fit call) of its lowest validation loss; a
+        task without validation labels takes the epoch of the lowest total ``valid_loss``.
+    best_epoch_, best_model_weights_ :
+        The epoch of the lowest total ``valid_loss`` and the network's weights then
+        (what skorch's ``EarlyStopping(load_best=True)`` would restore).
+    stopped_epoch_ : int or None
+        The epoch at which training stopped early, None when it ran to ``max_epochs``.
+    """
+
+    def __init__(self, patience=10, tol=1e-4, monitored=None, sink=print):
+        self.patience = patience
+        self.tol = tol
+        self.monitored = monitored
+        self.sink = sink
+
+    def on_train_begin(self, net, **kwargs):
+        T = len(net.task_names)
+        self.best_losses_ = np.full(T, np.inf)
+        self.progress_losses_ = np.full(T, np.inf)
+        self.best_epochs_ = np.zeros(T, dtype=int)
+        self.waits_ = np.zeros(T, dtype=int)
+        self.best_total_ = np.inf
+        self.best_epoch_ = None
+        self.best_model_weights_ = None
+        self.snapshots_ = {}  # epoch -> weights, for the epochs some task still uses
+        self.stopped_epoch_ = None
+        self.epochs_ = 0
+
+    def on_epoch_end(self, net, **kwargs):
+        row = net.history[-1]
+        if "valid_loss" not in row:
+            return
+        self.epochs_ += 1
+        epoch = self.epochs_
+        losses = np.array([row.get(f"valid_loss_{name}", np.nan) for name in net.task_names],
+                          dtype=float)
+        observed = np.isfinite(losses)
+        improved = observed & (losses < self.best_losses_)
+        total = row["valid_loss"]
+        total_improved = np.isfinite(total) and total < self.best_total_
+        weights = _state_copy(net.module_) if (improved.any() or total_improved) else None
+        if total_improved:
+            self.best_total_, self.best_epoch_ = float(total), epoch
+            self.best_model_weights_ = weights
+        if improved.any():
+            self.best_losses_[improved] = losses[improved]
+            self.best_epochs_[improved] = epoch
+            self.snapshots_[epoch] = weights
+        previous = self.progress_losses_
+        seen = np.isfinite(previous)
+        # Relative threshold; the first finite loss of a task always counts as progress.
+        threshold = np.where(seen, previous - self.tol * np.abs(np.where(seen, previous, 0)),
+                             np.inf)
+        progress = observed & (losses < threshold)
+        self.progress_losses_[progress] = losses[progress]
+        self.waits_ = np.where(progress, 0, self.waits_ + 1)
+        in_use = set(self.best_epochs_.tolist())
+        self.snapshots_ = {e: w for e, w in self.snapshots_.items() if e in in_use}
+        monitored = np.ones(len(losses), bool) if self.monitored is None \
+            else np.asarray(self.monitored, bool)
+        watched = monitored & (self.best_epochs_ > 0)
+        if not watched.any():
+            watched = monitored
+        if (self.waits_[watched] >= self.patience).all():
+            self.stopped_epoch_ = epoch
+            self.sink(f"Stopping at epoch {len(net.history)}: no task's validation loss has "
+                      f"improved for {self.patience} epochs.")
+            raise KeyboardInterrupt
+
+    def on_train_end(self, net, **kwargs):
+        if self.best_model_weights_ is None:
+            return
+        # Tasks without validation labels follow the best total loss.
+        epochs = np.where(self.best_epochs_ > 0, self.best_epochs_, self.best_epoch_)
+        self.best_epochs_ = epochs
+        states = dict(self.snapshots_)
+        states[self.best_epoch_] = self.best_model_weights_
+        net.set_task_snapshots([states[e] for e in epochs.tolist()],
+                               self.best_model_weights_)
+
+    def plain_state(self):
+        """Best epochs and the stopping epoch, for a saved model (the weights themselves
+        are saved as the net's snapshots)."""
+        if not hasattr(self, "best_epochs_"):
+            return {}
+        return {"best_epochs": self.best_epochs_.tolist(), "best_epoch": self.best_epoch_,
+                "stopped_epoch": self.stopped_epoch_, "epochs": self.epochs_}
+
+    def load_plain_state(self, state):
+        if not state:
+            return
+        self.best_epochs_ = np.asarray(state["best_epochs"], dtype=int)
+        self.best_epoch_ = state["best_epoch"]
+        self.stopped_epoch_ = state["stopped_epoch"]
+        self.epochs_ = int(state.get("epochs", 0))
+
+    def __getstate__(self):
+        # The weight copies belong to the net (its task snapshots), not to a pickle of
+        # the callback.
+        state = dict(self.__dict__)
+        state.pop("snapshots_", None)
+        state.pop("best_model_weights_", None)
+        return state
+
+
+class PerTaskSnapshots(nn.Module):
+    """Copies of one network, each predicting the output columns of the tasks whose best
+    epoch it holds.
+
+    ``columns[s]`` (bool, (width,)) marks the packed output columns copy ``s`` provides.
+    ``torch.where`` picks them exactly (no arithmetic on the values, so a copy's
+    non-finite output in columns it does not provide cannot leak), and exports to ONNX.
+    """
+
+    def __init__(self, modules, columns):
+        super().__init__()
+        self.copies = nn.ModuleList(modules)
+        for s, mask in enumerate(columns):
+            self.register_buffer(f"columns_{s}", torch.as_tensor(mask, dtype=torch.bool))
+
+    def forward(self, X):
+        out = None
+        for s, module in enumerate(self.copies):
+            values = module(X)
+            out = values if out is None else torch.where(getattr(self, f"columns_{s}"),
+                                                         values, out)
+        return out
+
+
+def snapshot_module(module, task_states, stride):
+    """A :class:`PerTaskSnapshots` from ``module`` and each task's weights (a list, one
+    state dict per task; tasks with the same dict share a copy)."""
+    distinct, owner = [], []
+    for state in task_states:
+        for s, seen in enumerate(distinct):
+            if seen is state:
+                owner.append(s)
+                break
+        else:
+            owner.append(len(distinct))
+            distinct.append(state)
+    width = stride * len(task_states)
+    copies, columns = [], []
+    for s, state in enumerate(distinct):
+        copy_ = copy.deepcopy(module)
+        copy_.load_state_dict(state)
+        mask = np.zeros(width, dtype=bool)
+        for t, o in enumerate(owner):
+            if o == s:
+                mask[t * stride:(t + 1) * stride] = True
+        copies.append(copy_)
+        columns.append(mask)
+    if len(copies) == 1:
+        return copies[0]
+    return PerTaskSnapshots(copies, columns)
