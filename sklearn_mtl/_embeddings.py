@@ -198,9 +198,12 @@ class PeriodicEmbedding(nn.Module):
     c_1 x), ..., sin(2 pi c_k x)]`` with the feature's trainable frequencies
     ``frequencies[f]``. The paper finds sigma the most important
     hyperparameter of this embedding: large values fit high-frequency
-    patterns (and overfit), small ones smooth functions. 0.1 suits
-    standardised features (a unit change in x turns the phase by about 0.6
-    radian at a typical frequency).
+    patterns (and overfit), small ones smooth functions. The default 0.1 is
+    for standardised features (a unit change in x turns the phase by about
+    0.6 radian at a typical frequency): on generated step functions (4,000
+    rows) sigma from 0.01 to 3 gave test R² within 0.01 of each other, 1 and
+    3 the best; on scikit-learn's diabetes table (442 rows) 0.1 was the best
+    of them, and 1 or more overfit badly (R² 0.38 against 0.16 at 1).
     """
 
     def __init__(self, n_features, embedding_dim, n_frequencies=PERIODIC_FREQUENCIES,
