@@ -15,6 +15,7 @@ import torch
 from skorch.callbacks import Callback, LRScheduler
 
 from ._early_stopping import TaskEarlyStopping
+from ._embeddings import EmbeddedTrunk, build_embedding
 from ._losses import MultiTaskLoss
 from .callbacks import EpochProgressBar, EpochTable
 from ._modules import MultiTaskModule, TaskHeads
@@ -38,8 +39,8 @@ _TARGETS = {"regression": "standardised values", "binary": "0/1 floats",
 BUILD_PARAMS = ("hidden_layer_sizes", "head_hidden_sizes", "activation", "dropout",
                 "architecture", "weighting", "loss_normalization", "optimizer",
                 "optimizer_kwargs", "alpha", "l1", "lr", "lr_schedule", "max_epochs",
-                "batch_size",
-                "early_stopping", "patience", "tol", "verbose", "precision", "compile")
+                "batch_size", "early_stopping", "patience", "tol", "verbose", "precision",
+                "compile", "feature_embedding", "n_bins", "embedding_dim")
 
 
 def _silent(*args, **kwargs):
@@ -100,8 +101,13 @@ def _check_trunk_output(trunk, out, sample):
                          "must return floating-point features.")
 
 
-def build_module(estimator, params, n_outputs, X):
-    """The MultiTaskModule (representation module + task heads) of one fit."""
+def build_module(estimator, params, n_outputs, X, fit_rows=None):
+    """The MultiTaskModule (representation module + task heads) of one fit.
+
+    ``fit_rows`` (int array, None: all) are the rows of X that training uses:
+    what is fitted on the data before training (the bins of a feature
+    embedding) sees only those.
+    """
     names = params.names
     head_sizes = as_sizes("head_hidden_sizes", estimator.head_hidden_sizes)
     trunk_sizes = as_sizes("hidden_layer_sizes", estimator.hidden_layer_sizes)
@@ -115,18 +121,28 @@ def build_module(estimator, params, n_outputs, X):
         if depths is not None:
             raise ValueError("task_depth needs the built-in MLP trunk; it cannot reach inside "
                              "a custom module.")
-        trunk = user_trunk(estimator.module, X)
+        if _feature_embedding(estimator) is not None:
+            raise ValueError(
+                f"feature_embedding={estimator.feature_embedding!r} cannot be combined with "
+                "module=: your module takes the raw features. Embed the features inside "
+                "your module, or leave feature_embedding=None.")
+        trunk, embedding = user_trunk(estimator.module, X), None
     elif depths is not None:
         if not isinstance(architecture, HardSharing):
             raise ValueError(
                 f"task_depth works with architecture='hard' only (got "
                 f"{type(architecture).__name__}): other architectures have no single stack "
                 "of shared layers.")
-        trunk = LayerOutputsTrunk(X.shape[1], trunk_sizes, estimator.activation,
-                                  estimator.dropout)
+        embedding = _embedding(estimator, X, fit_rows)
+        n_in = X.shape[1] if embedding is None else embedding.out_features
+        trunk = LayerOutputsTrunk(n_in, trunk_sizes, estimator.activation, estimator.dropout)
     else:
-        trunk = architecture.build(X.shape[1], len(names), trunk_sizes, estimator.activation,
+        embedding = _embedding(estimator, X, fit_rows)
+        n_in = X.shape[1] if embedding is None else embedding.out_features
+        trunk = architecture.build(n_in, len(names), trunk_sizes, estimator.activation,
                                    estimator.dropout)
+    if embedding is not None:
+        trunk = EmbeddedTrunk(embedding, trunk)
     if params.head_inputs or depths is not None:
         order, sources = dependency_order(names, params.head_inputs)
         widths = ([trunk_sizes[d] for d in depths] if depths is not None
@@ -139,6 +155,20 @@ def build_module(estimator, params, n_outputs, X):
     module = MultiTaskModule(trunk, heads)
     module.check_rows = estimator.module is not None
     return module
+
+
+def _feature_embedding(estimator):
+    # getattr: the build parameters of a model saved before embeddings existed lack it.
+    return getattr(estimator, "feature_embedding", None)
+
+
+def _embedding(estimator, X, fit_rows):
+    """The feature embedding module of one fit, or None."""
+    kind = _feature_embedding(estimator)
+    if kind is None:
+        return None
+    return build_embedding(kind, X, int(estimator.n_bins), int(estimator.embedding_dim),
+                           fit_rows=fit_rows)
 
 
 def _callbacks(estimator, tasks):
@@ -204,7 +234,11 @@ def _optimizer(estimator):
 
 
 def build_net(estimator, tasks, params, X, device, seeds, fit_rows=None):
-    """The skorch net of one fit (not initialised)."""
+    """The skorch net of one fit (not initialised).
+
+    ``fit_rows`` (int array, None: all) are the rows of X that training uses
+    (see :func:`build_module`).
+    """
     n_outputs = [t.n_outputs for t in tasks]
     weighting = copy.deepcopy(resolve_weighting(estimator.weighting))
     if params.depths and weighting.needs_grads is not None:
@@ -212,7 +246,7 @@ def build_net(estimator, tasks, params, X, device, seeds, fit_rows=None):
             "task_depth cannot be combined with a gradient-based weighting: tasks read "
             "different layers, so there is no one shared representation to combine their "
             "gradients on. Use a loss-based weighting (e.g. 'static', 'uncertainty').")
-    module = build_module(estimator, params, n_outputs, X)
+    module = build_module(estimator, params, n_outputs, X, fit_rows=fit_rows)
     criterion = MultiTaskLoss([t.kind for t in tasks], [t.loss for t in tasks], n_outputs,
                               module.heads.max_out)
     optimizer, optimizer_params = _optimizer(estimator)

@@ -57,6 +57,24 @@ PARAMETERS = """\
     task_depth : dict task -> int, default=None
         Supervise a task at shared layer k (1-based) instead of the last one
         (hard sharing only; not with gradient-based weighting).
+    feature_embedding : {None, 'piecewise_linear', 'periodic'}, default=None
+        Embed each numerical feature in ``embedding_dim`` values before the
+        shared layers (Gorishniy et al., "On Embeddings for Numerical Features
+        in Tabular Deep Learning", NeurIPS 2022), with a per-feature linear
+        map and ReLU after the encoding. 'piecewise_linear': ``n_bins`` bins
+        at quantiles of the training rows, fitted once on the first fit
+        (continued training and prediction keep them), one component per bin
+        (0 below it, 1 above, linear inside); suits thresholds and steps and
+        needs no scaling. 'periodic': cos and sin of 16 trainable
+        frequencies per feature, initialised from N(0, 0.1²): standardise the
+        features first. Not with ``module=`` (your module takes the raw
+        features). The embedding is shared by all tasks.
+    n_bins : int, default=16
+        Bins per feature of the piecewise linear encoding (>= 2); a feature
+        with fewer distinct values gets fewer bins.
+    embedding_dim : int, default=8
+        Width of each feature's embedding: the shared layers read
+        ``n_features * embedding_dim`` values.
     hidden_layer_sizes : tuple of int, default=(64, 64)
         Widths of the shared layers.
     head_hidden_sizes : tuple of int, default=(20,)

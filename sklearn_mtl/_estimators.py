@@ -130,6 +130,9 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         auxiliary_tasks=None,
         head_inputs=None,
         task_depth=None,
+        feature_embedding=None,
+        n_bins=16,
+        embedding_dim=8,
         hidden_layer_sizes=(64, 64),
         head_hidden_sizes=(20,),
         activation="relu",
@@ -165,6 +168,9 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         self.auxiliary_tasks = auxiliary_tasks
         self.head_inputs = head_inputs
         self.task_depth = task_depth
+        self.feature_embedding = feature_embedding
+        self.n_bins = n_bins
+        self.embedding_dim = embedding_dim
         self.hidden_layer_sizes = hidden_layer_sizes
         self.head_hidden_sizes = head_hidden_sizes
         self.activation = activation

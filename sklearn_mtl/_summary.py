@@ -14,6 +14,7 @@ import html
 import numpy as np
 import pandas as pd
 
+from ._embeddings import EmbeddedTrunk, PeriodicEmbedding, PiecewiseLinearEncoding
 from ._modules import MLPTrunk, TaskHeads, TaskParallelLinear
 from ._task_graph import GraphHeads
 
@@ -22,9 +23,21 @@ def _count(module):
     return int(sum(p.numel() for p in module.parameters()))
 
 
-def _trunk_description(model, trunk):
+def _embedding_description(embedding):
+    n_features, width = embedding.n_features, embedding.embedding_dim
+    if isinstance(embedding, PiecewiseLinearEncoding):
+        what = f"piecewise linear, {embedding.n_bins} bins"
+    elif isinstance(embedding, PeriodicEmbedding):
+        what = f"periodic, {embedding.n_frequencies} frequencies"
+    else:
+        what = type(embedding).__name__
+    return (f"{what} -> linear {width} (relu) per feature: {n_features} features -> "
+            f"{n_features * width}")
+
+
+def _trunk_description(model, trunk, n_in=None):
     name = type(trunk).__name__
-    n_in = model.n_features_in_
+    n_in = model.n_features_in_ if n_in is None else n_in
     if isinstance(trunk, MLPTrunk):
         sizes = [m.out_features for m in trunk.layers if hasattr(m, "out_features")]
         chain = " -> ".join(str(v) for v in [n_in, *sizes])
@@ -87,7 +100,8 @@ class ModelSummary:
     title : str
         The estimator, its input width, its tasks and how long it trained.
     parts : DataFrame
-        One row per part of the network (``trunk``, ``head <task>``, the output
+        One row per part of the network (``embedding`` with a feature
+        embedding, ``trunk``, ``head <task>``, the output
         padding of the fused heads if any, ``weighting``): ``description`` and
         ``parameters``.
     tasks : DataFrame
@@ -167,7 +181,14 @@ def describe(model):
     names = [t.name for t in tasks]
     labels = [f"head {name}" + (" (auxiliary)" if t.auxiliary else "")
               for name, t in zip(names, tasks)]
-    rows = [("trunk", _trunk_description(model, module.trunk), _count(module.trunk))]
+    trunk = module.trunk
+    if isinstance(trunk, EmbeddedTrunk):  # the embedding is a part of its own
+        embedding = trunk.embedding
+        rows = [("embedding", _embedding_description(embedding), _count(embedding)),
+                ("trunk", _trunk_description(model, trunk.trunk, embedding.out_features),
+                 _count(trunk.trunk))]
+    else:
+        rows = [("trunk", _trunk_description(model, trunk), _count(trunk))]
     heads = module.heads
     if isinstance(heads, TaskHeads):
         head_rows, padding = _fused_heads(heads, names)

@@ -20,6 +20,7 @@ from scipy import sparse
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import validate_data
 
+from ._embeddings import FEATURE_EMBEDDINGS
 from ._modules import ACTIVATION_NAMES
 from ._net import PRECISIONS, OPTIMIZERS
 from .architectures import ARCHITECTURES, Architecture
@@ -43,6 +44,9 @@ PARAMETER_CONSTRAINTS = {
     "auxiliary_tasks": [None, str, list, tuple],
     "head_inputs": [None, dict],
     "task_depth": [None, dict],
+    "feature_embedding": [None, StrOptions(set(FEATURE_EMBEDDINGS))],
+    "n_bins": [Interval(Integral, 2, None, closed="left")],
+    "embedding_dim": [Interval(Integral, 1, None, closed="left")],
     "hidden_layer_sizes": _SIZES,
     "head_hidden_sizes": _SIZES,
     "activation": [StrOptions(set(ACTIVATION_NAMES))],

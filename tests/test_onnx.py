@@ -71,6 +71,7 @@ CONFIGS = {
     "ple": dict(architecture="ple", weighting="gradnorm"),
     "graph heads": dict(head_inputs={"body mass": ["level"]}, task_depth={"flag": 1}),
     "custom module": dict(module=Trunk()),
+    "feature embedding": dict(feature_embedding="piecewise_linear", architecture="mmoe"),
 }
 
 
