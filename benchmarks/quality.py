@@ -28,7 +28,7 @@ rerun with new parameters costs only the estimator's fits.
     python benchmarks/quality.py                                  # everything, defaults
     python benchmarks/quality.py --config default='{}' --config es='{"early_stopping": true}'
     python benchmarks/quality.py --tables penguins --seeds 0 --params '{"max_epochs": 20}'
-    python benchmarks/quality.py --timing                         # one 10,000-row fit, with the load
+    python benchmarks/quality.py --timing                         # one 10,000-row fit, with the load (<out>/timing.md)
 
 Writes ``<out>/<name>.csv`` (one row per table, setting, seed, method and
 task) and ``<out>/<name>.md`` (the summary and the acceptance check, also
@@ -605,6 +605,9 @@ def main(argv=None):
         else repr(a) for a in (sys.argv[1:] if argv is None else argv))
     if args.timing:
         text = timing({k: v for k, v in args.configs.items() if v})
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "timing.md").write_text(f"- command: `{command}`\n\n{text}\n")
         print(text)
         return text
 
