@@ -59,6 +59,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 HERE = Path(__file__).resolve().parent
+# The package of this checkout, not whichever copy the environment has installed.
+sys.path.insert(0, str(HERE.parent))
 
 SETTINGS = ("full", "scarce")
 METHODS = ("ours", "single", "mlp", "hgb")
