@@ -58,6 +58,21 @@ def test_training_history_from_estimator(tmp_path):
     assert np.ptp(weights, axis=0).max() > 0
     assert TrainingHistoryDisplay.from_estimator(sparse).weights_ax_ is None
     assert display.ax_.figure is display.figure_
+
+
+def test_training_history_marks_each_tasks_best_epoch(tmp_path):
+    X, Y = make_mixed(n=300)
+    est = MultiTaskRegressorClassifier(**{**SMALL, "max_epochs": 25, "patience": 25,
+                                          "early_stopping": True}).fit(X, Y)
+    display = TrainingHistoryDisplay.from_estimator(est)
+    assert set(display.best_epoch_markers_) == set(est.task_names_)
+    curves = est.task_validation_curves_
+    for name, epoch in est.best_epoch_.items():
+        marker = display.best_epoch_markers_[name]
+        assert marker.get_xdata()[0] == epoch
+        assert marker.get_ydata()[0] == pytest.approx(curves.loc[epoch, name])
+        assert curves[name].idxmin() == epoch
+    _png(display.figure_, tmp_path / "best_epochs.png")
     _png(display.figure_, tmp_path / "history.png")
 
 

@@ -58,8 +58,11 @@ class TrainingHistoryDisplay:
     task_weights : DataFrame (epoch x task) or None
         The mean effective weight of each task per epoch.
     best_epoch : int or None
-        Marked with a vertical line: the epoch of the lowest validation loss
-        (early stopping restores it), else of the lowest training loss.
+        Marked with a vertical line: the epoch of the lowest total validation
+        loss, else of the lowest training loss.
+    best_epochs : dict task -> int or None
+        Each task's best epoch (the one that predicts it after early
+        stopping), marked with a dot on its validation curve.
 
     Attributes
     ----------
@@ -70,25 +73,29 @@ class TrainingHistoryDisplay:
     figure_ : matplotlib Figure
     train_lines_, valid_lines_, weight_lines_ : dict task -> Line2D
     best_epoch_line_ : Line2D or None
+    best_epoch_markers_ : dict task -> Line2D
     """
 
     def __init__(self, task_loss_curves, task_validation_curves=None, task_weights=None,
-                 best_epoch=None):
+                 best_epoch=None, best_epochs=None):
         self.task_loss_curves = task_loss_curves
         self.task_validation_curves = task_validation_curves
         self.task_weights = task_weights
         self.best_epoch = best_epoch
+        self.best_epochs = best_epochs
 
     @classmethod
     def from_history(cls, history, task_names, *, ax=None, show_weights="auto",
-                     log_scale=False):
+                     log_scale=False, best_epochs=None):
         """From a skorch history (``estimator.history_`` or a list of epoch dicts) and
         the task names (``estimator.net_.task_names``).
 
         With ``show_weights='auto'`` the weights are shown when they change over the
         epochs; note that static weights of a task with missing labels change a little
         too (a batch without its labels gives it weight 0): ``from_estimator`` knows the
-        strategy and leaves static weights out."""
+        strategy and leaves static weights out. ``best_epochs`` (dict task -> epoch,
+        e.g. ``estimator.best_epoch_``): None marks each task's lowest validation
+        loss."""
         names = list(task_names)
         losses = task_frame(history, names, "train_loss")
         if losses is None:
@@ -100,7 +107,10 @@ class TrainingHistoryDisplay:
         best = None
         if overall is not None and np.isfinite(overall).any():
             best = int(losses.index[int(np.nanargmin(overall))])
-        display = cls(losses, valid, weights, best)
+        if best_epochs is None and valid is not None:
+            best_epochs = {name: int(valid[name].idxmin()) for name in valid.columns
+                           if valid[name].notna().any()}
+        display = cls(losses, valid, weights, best, best_epochs)
         return display.plot(ax=ax, show_weights=show_weights, log_scale=log_scale)
 
     @classmethod
@@ -111,8 +121,11 @@ class TrainingHistoryDisplay:
         model = fitted_final_step(estimator)
         if show_weights == "auto" and isinstance(model.net_.weighting, Static):
             show_weights = False  # static weights do not move (but for absent labels)
+        best_epochs = getattr(model, "best_epoch_", None) if hasattr(model, "_best_epochs") \
+            else None
         return cls.from_history(model.net_.history, model.net_.task_names, ax=ax,
-                                show_weights=show_weights, log_scale=log_scale)
+                                show_weights=show_weights, log_scale=log_scale,
+                                best_epochs=best_epochs)
 
     def _weights_move(self):
         w = self.task_weights
@@ -164,6 +177,15 @@ class TrainingHistoryDisplay:
             if valid is not None and name in valid.columns:
                 (self.valid_lines_[name],) = loss_ax.plot(
                     valid.index, valid[name].to_numpy(), color=color, linestyle="--")
+        self.best_epoch_markers_ = {}
+        for j, (name, epoch) in enumerate((self.best_epochs or {}).items()):
+            if valid is None or name not in valid.columns or epoch not in valid.index:
+                continue
+            column = list(self.task_loss_curves.columns).index(name) \
+                if name in self.task_loss_curves.columns else j
+            (self.best_epoch_markers_[name],) = loss_ax.plot(
+                [epoch], [valid.loc[epoch, name]], marker="o", linestyle="none",
+                color=colors[column % len(colors)], markeredgecolor="black")
         self.best_epoch_line_ = None
         if self.best_epoch is not None:
             self.best_epoch_line_ = loss_ax.axvline(self.best_epoch, color="0.3",
@@ -179,6 +201,10 @@ class TrainingHistoryDisplay:
         title += " loss per task"
         loss_ax.set_title(title)
         handles = list(self.train_lines_.values())
+        if self.best_epoch_markers_:
+            marker = next(iter(self.best_epoch_markers_.values()))
+            marker.set_label("each task's best epoch")
+            handles.append(marker)
         if self.best_epoch_line_ is not None:
             self.best_epoch_line_.set_label(f"best epoch ({self.best_epoch})")
             handles.append(self.best_epoch_line_)
