@@ -322,7 +322,15 @@ def _as_labels(y, kind):
     # scikit-learn, but one dtype per task keeps classes_ comparable.
     if kind == "regression":
         return y.astype(float)
-    return y.to_numpy()
+    values = y.to_numpy()
+    if values.dtype == object:
+        # Labelled rows only here: numeric codes as numbers (scikit-learn refuses an
+        # object array of ints as "unknown label type"), strings as strings.
+        try:
+            return values.astype(float).astype(int)
+        except (TypeError, ValueError):
+            return values.astype(str)
+    return values
 
 
 def run_unit(table, seed, settings, configs, methods_by_setting, threads):
