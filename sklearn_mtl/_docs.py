@@ -65,6 +65,16 @@ PARAMETERS = """\
         Activation of the hidden layers.
     dropout : float, default=0.0
         Dropout after each hidden layer.
+    ensemble_size : int, default=1
+        Members of a parameter-efficient ensemble trained at once in one
+        network (TabM-mini): each member scales the inputs by its own
+        learned vector (initialised with random signs) and has its own task
+        heads; the representation layers are shared. Every member trains on
+        every row; predictions are the member mean (regression) or the mean
+        probabilities (classification), and validation losses and early
+        stopping are those of the combined prediction. 1: one plain network.
+        Not with ``head_inputs``, ``task_depth`` or a gradient-based
+        weighting.
     alpha : float, default=0.0
         L2 penalty (weight decay) on the weights, not the biases.
     optimizer : str or torch.optim.Optimizer class, default='adam'

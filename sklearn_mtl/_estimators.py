@@ -115,6 +115,7 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         head_hidden_sizes=(20,),
         activation="relu",
         dropout=0.0,
+        ensemble_size=1,
         alpha=0.0,
         optimizer="adam",
         optimizer_kwargs=None,
@@ -148,6 +149,7 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         self.head_hidden_sizes = head_hidden_sizes
         self.activation = activation
         self.dropout = dropout
+        self.ensemble_size = ensemble_size
         self.alpha = alpha
         self.optimizer = optimizer
         self.optimizer_kwargs = optimizer_kwargs

@@ -62,6 +62,7 @@ from ._gradients import (
     combine_with_gradients,
     trunk_shared_parameters,
 )
+from ._ensemble import check_member_weights, member_task_losses
 from ._normalization import LossNormalization
 
 PRECISIONS = ("float32", "bf16")
@@ -417,6 +418,10 @@ class MultiTaskNet(NeuralNet):
         Per-task division of the training losses before the strategy sees them
         (see :mod:`sklearn_mtl._normalization`); validation losses
         are never normalised.
+    member_weights : array (k, T) or None, default=None
+        With a module that has a member axis (:mod:`sklearn_mtl._ensemble`):
+        each member's task loss weights (None: all ones). Member row masks
+        are extra columns of the target matrix (see that module).
 
     ``compile=True`` (skorch's parameter; ``compile__*`` passes options) runs
     ``torch.compile`` on the module for the forward passes while ``module_``
@@ -426,7 +431,7 @@ class MultiTaskNet(NeuralNet):
 
     def __init__(self, module, *args, weighting=None, static_weights=None, task_names=(),
                  task_kinds=(), precision="float32", n_threads="auto", loss_normalization="none",
-                 **kwargs):
+                 member_weights=None, **kwargs):
         super().__init__(module, *args, **kwargs)
         self.weighting = weighting
         self.static_weights = static_weights
@@ -435,6 +440,7 @@ class MultiTaskNet(NeuralNet):
         self.precision = precision
         self.n_threads = n_threads
         self.loss_normalization = loss_normalization
+        self.member_weights = member_weights
 
     # ------------------------------------------------------------------
     # Initialisation
@@ -482,6 +488,7 @@ class MultiTaskNet(NeuralNet):
         state = super().__getstate__()
         state.pop("_compiled", None)
         state.pop("_inference", None)
+        state.pop("_member_weights", None)
         return state
 
     def set_static_weights(self, weights):
@@ -603,11 +610,15 @@ class MultiTaskNet(NeuralNet):
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         losses, denominators = self.criterion_(y_pred, y_true)
+        logged = losses
+        if losses.dim() == 2:  # per (member, task): see ._ensemble
+            logged, losses, denominators = member_task_losses(
+                losses, denominators, self._member_weights_tensor(losses))
         present = denominators > 0
         if not training:
-            self._accumulate("valid", losses, denominators)
+            self._accumulate("valid", logged, denominators)
             return (self.weighting_.static_weights * losses).sum()
-        self._accumulate("train", losses, denominators)
+        self._accumulate("train", logged, denominators)
         state = self.weighting_
         # Normalised training losses for the strategy (the history keeps the raw ones).
         normalization = getattr(self, "loss_normalization_", None)
@@ -627,6 +638,18 @@ class MultiTaskNet(NeuralNet):
         if penalty is not None:
             total = total + penalty
         return total
+
+    def _member_weights_tensor(self, losses):
+        """``member_weights`` on the losses' device (None: all ones), made once."""
+        if self.member_weights is None:
+            return None
+        key = (id(self.member_weights), losses.device, tuple(losses.shape))
+        cached = self.__dict__.get("_member_weights")
+        if cached is None or cached[0] != key:
+            weights = check_member_weights(self.member_weights, *losses.shape)
+            cached = (key, torch.from_numpy(weights).to(losses.device))
+            self.__dict__["_member_weights"] = cached
+        return cached[1]
 
     # ------------------------------------------------------------------
     # Training loop
