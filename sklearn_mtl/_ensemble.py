@@ -144,6 +144,8 @@ class EnsembleModule(MultiTaskModule):
         """The members' outputs (B, k, T*max_out) combined into (B, T*max_out) (see the
         module docstring)."""
         B, k = out.shape[0], out.shape[1]
+        if k == 1:  # one member: its outputs as they are (as a plain network's)
+            return out[:, 0]
         per_task = out.view(B, k, self.n_tasks, -1)
         result = per_task.mean(1)
         log_k = math.log(k)
