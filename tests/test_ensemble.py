@@ -297,6 +297,16 @@ def test_members_differ_after_training(fitted):
     assert (out.std(1) > 1e-4).all()
 
 
+def test_summary_counts_every_members_heads_and_the_adapters(fitted):
+    model, _ = fitted
+    parts = model.summary().parts
+    assert "other" not in parts.index  # every parameter is in a named part
+    assert parts.loc["member adapters", "parameters"] == 4 * 6
+    assert "(x4 members)" in parts.loc["head level", "description"]
+    module_count = sum(p.numel() for p in model.net_.module_.parameters())
+    assert parts["parameters"].drop("weighting").sum() == module_count
+
+
 def test_predict_and_proba(fitted):
     model, X = fitted
     pred = model.predict(X)
