@@ -22,8 +22,9 @@ combined at inference.
 Output contract of :class:`EnsembleModule`
 -------------------------------------------
 * eval mode: the combined prediction in the plain network's packed layout
-  (B, T*max_out): regression tasks the member mean; binary tasks the logit
-  of the mean probability; multiclass tasks the log of the mean softmax (a
+  (B, T*max_out): regression tasks the member mean (of the standardised
+  value; of the log-rate for 'poisson'); binary tasks the logit of the mean
+  probability; multiclass tasks the log of the mean softmax (a
   softmax of it is the mean of the members' probabilities). So validation
   losses, early stopping, predict, predict_proba, ONNX export and
   persistence read it as they read a plain network.

@@ -640,16 +640,18 @@ class MultiTaskNet(NeuralNet):
         return total
 
     def _member_weights_tensor(self, losses):
-        """``member_weights`` on the losses' device (None: all ones), made once."""
+        """``member_weights`` on the losses' device (None: all ones), made once per
+        value set (``set_params``; an array changed in place is not seen)."""
         if self.member_weights is None:
             return None
-        key = (id(self.member_weights), losses.device, tuple(losses.shape))
         cached = self.__dict__.get("_member_weights")
-        if cached is None or cached[0] != key:
+        if (cached is None or cached[0] is not self.member_weights
+                or cached[1] != (losses.device, losses.shape)):
             weights = check_member_weights(self.member_weights, *losses.shape)
-            cached = (key, torch.from_numpy(weights).to(losses.device))
+            cached = (self.member_weights, (losses.device, losses.shape),
+                      torch.from_numpy(weights).to(losses.device))
             self.__dict__["_member_weights"] = cached
-        return cached[1]
+        return cached[2]
 
     # ------------------------------------------------------------------
     # Training loop
