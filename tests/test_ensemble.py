@@ -50,7 +50,7 @@ def plain_and_ensemble(architecture="hard", k=1, seed=0, n_features=5):
     return plain, ensemble
 
 
-def batch(n=40, n_features=5, seed=1, k=None):
+def batch(n=40, n_features=5, seed=1):
     """X and a packed target matrix (labels, weights with some labels missing)."""
     rng = np.random.default_rng(seed)
     X = torch.from_numpy(rng.normal(size=(n, n_features)).astype(np.float32))
