@@ -16,6 +16,7 @@ from skorch.callbacks import Callback, LRScheduler
 
 from ._early_stopping import TaskEarlyStopping
 from ._embeddings import EmbeddedTrunk, build_embedding
+from ._ensemble import EnsembleModule, check_ensemble_options, check_ensemble_weighting
 from ._losses import MultiTaskLoss
 from .callbacks import EpochProgressBar, EpochTable
 from ._modules import MultiTaskModule, TaskHeads
@@ -40,7 +41,7 @@ BUILD_PARAMS = ("hidden_layer_sizes", "head_hidden_sizes", "activation", "dropou
                 "architecture", "weighting", "loss_normalization", "optimizer",
                 "optimizer_kwargs", "alpha", "l1", "lr", "lr_schedule", "max_epochs",
                 "batch_size", "early_stopping", "patience", "tol", "verbose", "precision",
-                "compile", "feature_embedding", "n_bins", "embedding_dim")
+                "compile", "feature_embedding", "n_bins", "embedding_dim", "ensemble_size")
 
 
 def _silent(*args, **kwargs):
@@ -101,13 +102,19 @@ def _check_trunk_output(trunk, out, sample):
                          "must return floating-point features.")
 
 
-def build_module(estimator, params, n_outputs, X, fit_rows=None):
-    """The MultiTaskModule (representation module + task heads) of one fit.
+def build_module(estimator, params, n_outputs, X, kinds=None, fit_rows=None):
+    """The MultiTaskModule (representation module + task heads) of one fit; with
+    ``ensemble_size > 1`` an :class:`~._ensemble.EnsembleModule` (``kinds``: the
+    tasks' kinds).
 
     ``fit_rows`` (int array, None: all) are the rows of X that training uses:
     what is fitted on the data before training (the bins of a feature
     embedding) sees only those.
     """
+    # getattr: nets saved before ensemble_size existed are rebuilt with one member.
+    n_members = getattr(estimator, "ensemble_size", 1)
+    if n_members > 1:
+        check_ensemble_options(params)
     names = params.names
     head_sizes = as_sizes("head_hidden_sizes", estimator.head_hidden_sizes)
     trunk_sizes = as_sizes("hidden_layer_sizes", estimator.hidden_layer_sizes)
@@ -150,9 +157,11 @@ def build_module(estimator, params, n_outputs, X, fit_rows=None):
         heads = GraphHeads(widths, n_outputs, head_sizes, estimator.activation,
                            estimator.dropout, order, sources, depths)
     else:
-        heads = TaskHeads(trunk.out_features, n_outputs, head_sizes, estimator.activation,
-                          estimator.dropout)
-    module = MultiTaskModule(trunk, heads)
+        # Member m's task t is head m*T + t.
+        heads = TaskHeads(trunk.out_features, list(n_outputs) * n_members, head_sizes,
+                          estimator.activation, estimator.dropout)
+    module = (MultiTaskModule(trunk, heads) if n_members == 1 else
+              EnsembleModule(trunk, heads, n_members, X.shape[1], kinds, n_outputs))
     module.check_rows = estimator.module is not None
     return module
 
@@ -241,12 +250,14 @@ def build_net(estimator, tasks, params, X, device, seeds, fit_rows=None):
     """
     n_outputs = [t.n_outputs for t in tasks]
     weighting = copy.deepcopy(resolve_weighting(estimator.weighting))
+    check_ensemble_weighting(getattr(estimator, "ensemble_size", 1), weighting)
     if params.depths and weighting.needs_grads is not None:
         raise ValueError(
             "task_depth cannot be combined with a gradient-based weighting: tasks read "
             "different layers, so there is no one shared representation to combine their "
             "gradients on. Use a loss-based weighting (e.g. 'static', 'uncertainty').")
-    module = build_module(estimator, params, n_outputs, X, fit_rows=fit_rows)
+    module = build_module(estimator, params, n_outputs, X, [t.kind for t in tasks],
+                          fit_rows=fit_rows)
     criterion = MultiTaskLoss([t.kind for t in tasks], [t.loss for t in tasks], n_outputs,
                               module.heads.max_out)
     optimizer, optimizer_params = _optimizer(estimator)

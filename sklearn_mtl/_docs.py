@@ -83,11 +83,22 @@ PARAMETERS = """\
         Activation of the hidden layers.
     dropout : float, default=0.0
         Dropout after each hidden layer.
+    ensemble_size : int, default=1
+        Members of a parameter-efficient ensemble trained at once in one
+        network (TabM-mini): each member scales the inputs by its own
+        learned vector (initialised with random signs) and has its own task
+        heads; the representation layers are shared. Every member trains on
+        every row; predictions are the member mean (regression) or the mean
+        probabilities (classification), and validation losses and early
+        stopping are those of the combined prediction. 1: one plain network.
+        Not with ``head_inputs``, ``task_depth`` or a gradient-based
+        weighting.
     alpha : float, default=0.0
         L2 penalty (weight decay) on the weights, not the biases.
     l1 : float, default=0.0
-        Weight of an L1 penalty ``l1 * sum(|w|)`` over the network's weights
-        (not its biases), added to the training loss: it drives weights to
+        Weight of an L1 penalty ``l1 * sum(|w|)`` over the network's weight
+        matrices (not biases, ensemble adapters or embedding frequencies),
+        added to the training loss: it drives weights to
         exactly zero, e.g. those of uninformative features. Next to ``alpha``
         (L2, as weight decay); both are searchable.
     optimizer : str or torch.optim.Optimizer class, default='adam'

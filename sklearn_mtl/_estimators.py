@@ -137,6 +137,7 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         head_hidden_sizes=(20,),
         activation="relu",
         dropout=0.0,
+        ensemble_size=1,
         alpha=0.0,
         l1=0.0,
         optimizer="adam",
@@ -175,6 +176,7 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         self.head_hidden_sizes = head_hidden_sizes
         self.activation = activation
         self.dropout = dropout
+        self.ensemble_size = ensemble_size
         self.alpha = alpha
         self.l1 = l1
         self.optimizer = optimizer

@@ -90,6 +90,9 @@ class MultiTaskLoss(nn.Module):
     ``forward(y_pred, y_true)`` returns ``(losses, denominators)``, two (T,)
     tensors: the per-task weighted mean losses and the per-task weight sums
     (0 for a task with no label in the batch, whose loss is then 0).
+    With per-member outputs (B, k, width) both are (k, T), one per (member,
+    task), and ``y_true`` may carry k member row masks after its 2T columns
+    (see :mod:`sklearn_mtl._ensemble`).
     """
 
     def __init__(self, kinds, losses, n_outputs, stride):
@@ -156,8 +159,11 @@ class MultiTaskLoss(nn.Module):
         return E
 
     def forward(self, y_pred, y_true):
+        if y_pred.dim() == 3:  # a member axis: see sklearn_mtl._ensemble
+            return self._member_forward(y_pred, y_true)
         T = self.n_tasks
-        labels, weights = y_true[:, :T], y_true[:, T:]
+        # Columns after the 2T (member row masks) belong to the member axis.
+        labels, weights = y_true[:, :T], y_true[:, T:2 * T]
         E = self.element_losses(y_pred, labels, weights)
         # where(), not a product alone: a masked entry must not leak NaN or inf.
         E = torch.where(weights > 0, E, torch.zeros((), dtype=E.dtype, device=E.device))
@@ -166,6 +172,36 @@ class MultiTaskLoss(nn.Module):
         reduced = [(t, fn) for t, kind, fn, elementwise in self.others if not elementwise]
         if reduced:
             losses = self._reduced_losses(losses, reduced, y_pred, labels, weights)
+        return losses, denominators
+
+    def _member_forward(self, y_pred, y_true):
+        """(k, T) losses and label-weight sums of per-member outputs (B, k, width).
+
+        Row weights are the task weights times the member row masks (columns
+        ``2T:2T + k`` of ``y_true`` when present, else all ones).
+        """
+        B, k, width = y_pred.shape
+        T = self.n_tasks
+        labels, weights = y_true[:, :T], y_true[:, T:2 * T]
+        weights = weights.unsqueeze(1)
+        if y_true.shape[1] > 2 * T:
+            if y_true.shape[1] != 2 * T + k:
+                raise ValueError(
+                    f"The target matrix has {y_true.shape[1]} columns; with {T} task(s) and "
+                    f"{k} member(s) it must have {2 * T} (no row masks) or {2 * T + k}.")
+            weights = weights * y_true[:, 2 * T:].unsqueeze(2)
+        weights = weights.expand(B, k, T)
+        # Members as extra rows: the per-task code above runs unchanged on (B*k, width).
+        flat_labels = labels.unsqueeze(1).expand(B, k, T).reshape(B * k, T)
+        E = self.element_losses(y_pred.reshape(B * k, width), flat_labels, None).view(B, k, T)
+        E = torch.where(weights > 0, E, torch.zeros((), dtype=E.dtype, device=E.device))
+        denominators = weights.sum(0)
+        losses = (weights * E).sum(0) / denominators.clamp_min(1e-12)
+        reduced = [(t, fn) for t, kind, fn, elementwise in self.others if not elementwise]
+        if reduced:
+            losses = torch.stack([
+                self._reduced_losses(losses[m], reduced, y_pred[:, m], labels, weights[:, m])
+                for m in range(k)])
         return losses, denominators
 
     def _reduced_losses(self, losses, reduced, y_pred, labels, weights):

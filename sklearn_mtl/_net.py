@@ -62,6 +62,7 @@ from ._gradients import (
     trunk_shared_parameters,
 )
 from ._early_stopping import snapshot_module
+from ._ensemble import check_member_weights, member_task_losses
 from ._normalization import LossNormalization
 
 PRECISIONS = ("float32", "bf16")
@@ -423,6 +424,10 @@ class MultiTaskNet(NeuralNet):
         Per-task division of the training losses before the strategy sees them
         (see :mod:`sklearn_mtl._normalization`); validation losses
         are never normalised.
+    member_weights : array (k, T) or None, default=None
+        With a module that has a member axis (:mod:`sklearn_mtl._ensemble`):
+        each member's task loss weights (None: all ones). Member row masks
+        are extra columns of the target matrix (see that module).
 
     ``compile=True`` (skorch's parameter; ``compile__*`` passes options) runs
     ``torch.compile`` on the module for the forward passes while ``module_``
@@ -432,7 +437,7 @@ class MultiTaskNet(NeuralNet):
 
     def __init__(self, module, *args, weighting=None, static_weights=None, task_names=(),
                  task_kinds=(), precision="float32", n_threads="auto", loss_normalization="none",
-                 l1=0.0, **kwargs):
+                 l1=0.0, member_weights=None, **kwargs):
         super().__init__(module, *args, **kwargs)
         self.l1 = l1
         self.weighting = weighting
@@ -442,6 +447,7 @@ class MultiTaskNet(NeuralNet):
         self.precision = precision
         self.n_threads = n_threads
         self.loss_normalization = loss_normalization
+        self.member_weights = member_weights
 
     # ------------------------------------------------------------------
     # Initialisation
@@ -490,6 +496,7 @@ class MultiTaskNet(NeuralNet):
         state.pop("_compiled", None)
         state.pop("_inference", None)
         state.pop("_snapshots", None)
+        state.pop("_member_weights", None)
         return state
 
     def set_static_weights(self, weights):
@@ -664,11 +671,15 @@ class MultiTaskNet(NeuralNet):
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         losses, denominators = self.criterion_(y_pred, y_true)
+        logged = losses
+        if losses.dim() == 2:  # per (member, task): see ._ensemble
+            logged, losses, denominators = member_task_losses(
+                losses, denominators, self._member_weights_tensor(losses))
         present = denominators > 0
         if not training:
-            self._accumulate("valid", losses, denominators)
+            self._accumulate("valid", logged, denominators)
             return (self.weighting_.static_weights * losses).sum()
-        self._accumulate("train", losses, denominators)
+        self._accumulate("train", logged, denominators)
         state = self.weighting_
         # Normalised training losses for the strategy (the history keeps the raw ones).
         normalization = getattr(self, "loss_normalization_", None)
@@ -692,10 +703,26 @@ class MultiTaskNet(NeuralNet):
         return total
 
     def l1_penalty(self):
-        """``sum(|w|)`` over the module's weights: every parameter but the biases."""
+        """``sum(|w|)`` over the module's weights: the layers' weight matrices, not their
+        biases, nor the scales of an ensemble's member adapters or the frequencies of a
+        periodic embedding (which are not connection weights)."""
         weights = [p for name, p in self.module_.named_parameters()
-                   if p.requires_grad and not name.endswith("bias")]
+                   if p.requires_grad and name.rsplit(".", 1)[-1] == "weight"]
         return torch.stack([w.abs().sum() for w in weights]).sum()
+
+    def _member_weights_tensor(self, losses):
+        """``member_weights`` on the losses' device (None: all ones), made once per
+        value set (``set_params``; an array changed in place is not seen)."""
+        if self.member_weights is None:
+            return None
+        cached = self.__dict__.get("_member_weights")
+        if (cached is None or cached[0] is not self.member_weights
+                or cached[1] != (losses.device, losses.shape)):
+            weights = check_member_weights(self.member_weights, *losses.shape)
+            cached = (self.member_weights, (losses.device, losses.shape),
+                      torch.from_numpy(weights).to(losses.device))
+            self.__dict__["_member_weights"] = cached
+        return cached[2]
 
     # ------------------------------------------------------------------
     # Training loop

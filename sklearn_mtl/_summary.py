@@ -190,8 +190,14 @@ def describe(model):
     else:
         rows = [("trunk", _trunk_description(model, trunk), _count(trunk))]
     heads = module.heads
+    members = getattr(module, "n_members", 1)
     if isinstance(heads, TaskHeads):
-        head_rows, padding = _fused_heads(heads, names)
+        head_rows, padding = _fused_heads(heads, names * members)
+        if members > 1:  # an ensemble: one row per task, its heads over all members
+            T = len(names)
+            head_rows = [(f"{head_rows[t][0]} (x{members} members)",
+                          sum(head_rows[m * T + t][1] for m in range(members)))
+                         for t in range(T)]
         rows += [(label, d, c) for label, (d, c) in zip(labels, head_rows)]
         if padding:
             rows.append(("output padding", "unused output columns of the fused heads "
@@ -200,6 +206,9 @@ def describe(model):
         rows += [(label, d, c) for label, (d, c) in zip(labels, _graph_heads(heads, names))]
     else:  # a head module of another kind: one row
         rows.append(("heads", type(heads).__name__, _count(heads)))
+    if members > 1:
+        rows.append(("member adapters", f"{members} x {model.n_features_in_} input scalings",
+                     int(module.adapter.numel())))
     counted = sum(r[2] for r in rows)
     rest = _count(module) - counted
     if rest:  # parameters outside the trunk and heads (none in the built-in modules)

@@ -51,6 +51,7 @@ PARAMETER_CONSTRAINTS = {
     "head_hidden_sizes": _SIZES,
     "activation": [StrOptions(set(ACTIVATION_NAMES))],
     "dropout": [Interval(Real, 0, 1, closed="left")],
+    "ensemble_size": [Interval(Integral, 1, None, closed="left")],
     "alpha": [Interval(Real, 0, None, closed="left")],
     "l1": [Interval(Real, 0, None, closed="left")],
     "optimizer": [StrOptions(set(OPTIMIZERS)), HasMethods(["step", "zero_grad"])],
