@@ -16,6 +16,7 @@ from skorch.callbacks import Callback, LRScheduler
 
 from ._early_stopping import TaskEarlyStopping
 from ._embeddings import EmbeddedTrunk, build_embedding
+from ._data_parallel import data_parallel_net
 from ._losses import MultiTaskLoss
 from .callbacks import EpochProgressBar, EpochTable
 from ._modules import MultiTaskModule, TaskHeads
@@ -250,7 +251,10 @@ def build_net(estimator, tasks, params, X, device, seeds, fit_rows=None):
     criterion = MultiTaskLoss([t.kind for t in tasks], [t.loss for t in tasks], n_outputs,
                               module.heads.max_out)
     optimizer, optimizer_params = _optimizer(estimator)
-    net = MultiTaskNet(
+    # Inside sklearn_mtl.distributed.data_parallel: the net class that trains on a
+    # shard of each batch per process.
+    net_class, net_extra = data_parallel_net(estimator, weighting, device)
+    net = net_class(
         module=module,
         criterion=criterion,
         optimizer=optimizer,
@@ -281,6 +285,7 @@ def build_net(estimator, tasks, params, X, device, seeds, fit_rows=None):
         optimizer__weight_decay=estimator.alpha,
         l1=getattr(estimator, "l1", 0.0),
         **optimizer_params,
+        **net_extra,
     )
     net.build_params = {name: copy.deepcopy(getattr(estimator, name)) for name in BUILD_PARAMS}
     return net
