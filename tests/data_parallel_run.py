@@ -48,6 +48,12 @@ def main(out, weightings):
         np.save(os.path.join(out, f"{name}_{rank}.npy"), model.net_.raw_outputs(X))
         report[name] = {"n_epochs": int(model.n_epochs_),
                         "train_loss": [float(v) for v in model.history_[:, "train_loss"]]}
+    unseeded = estimator("static").set_params(random_state=None)
+    try:
+        with data_parallel(accelerator):
+            unseeded.fit(X, Y)
+    except ValueError as exc:
+        report["random_state=None"] = str(exc)
     with open(os.path.join(out, f"report_{rank}.json"), "w") as f:
         json.dump(report, f)
 
