@@ -22,7 +22,9 @@ import numpy as np
 
 from ._data_parallel import ACTIVE
 
-__all__ = ["Incremental", "data_parallel"]
+# Incremental is built on first access (it subclasses dask-ml's wrapper), so it stays
+# out of __all__: the API reference imports every name of __all__, without dask-ml.
+__all__ = ["data_parallel"]
 
 
 def _require(package, what):
