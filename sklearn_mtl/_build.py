@@ -20,7 +20,7 @@ from ._data_parallel import data_parallel_net
 from ._losses import MultiTaskLoss
 from .callbacks import EpochProgressBar, EpochTable
 from ._modules import MultiTaskModule, TaskHeads
-from ._net import OPTIMIZERS, PREDICT_BATCH_SIZE, BatchIterator, MultiTaskNet
+from ._net import OPTIMIZERS, PREDICT_BATCH_SIZE, BatchIterator
 from ._task_graph import GraphHeads, LayerOutputsTrunk, dependency_order
 from ._validation import as_sizes
 from .architectures import HardSharing, resolve_architecture
