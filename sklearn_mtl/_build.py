@@ -17,10 +17,11 @@ from skorch.callbacks import Callback, LRScheduler
 from ._early_stopping import TaskEarlyStopping
 from ._embeddings import EmbeddedTrunk, build_embedding
 from ._ensemble import EnsembleModule, check_ensemble_options, check_ensemble_weighting
+from ._data_parallel import data_parallel_net
 from ._losses import MultiTaskLoss
 from .callbacks import EpochProgressBar, EpochTable
 from ._modules import MultiTaskModule, TaskHeads
-from ._net import OPTIMIZERS, PREDICT_BATCH_SIZE, BatchIterator, MultiTaskNet
+from ._net import OPTIMIZERS, PREDICT_BATCH_SIZE, BatchIterator
 from ._task_graph import GraphHeads, LayerOutputsTrunk, dependency_order
 from ._validation import as_sizes
 from .architectures import HardSharing, resolve_architecture
@@ -261,7 +262,10 @@ def build_net(estimator, tasks, params, X, device, seeds, fit_rows=None):
     criterion = MultiTaskLoss([t.kind for t in tasks], [t.loss for t in tasks], n_outputs,
                               module.heads.max_out)
     optimizer, optimizer_params = _optimizer(estimator)
-    net = MultiTaskNet(
+    # Inside sklearn_mtl.distributed.data_parallel: the net class that trains on a
+    # shard of each batch per process.
+    net_class, net_extra = data_parallel_net(estimator, weighting, device)
+    net = net_class(
         module=module,
         criterion=criterion,
         optimizer=optimizer,
@@ -292,6 +296,7 @@ def build_net(estimator, tasks, params, X, device, seeds, fit_rows=None):
         optimizer__weight_decay=estimator.alpha,
         l1=getattr(estimator, "l1", 0.0),
         **optimizer_params,
+        **net_extra,
     )
     net.build_params = {name: copy.deepcopy(getattr(estimator, name)) for name in BUILD_PARAMS}
     return net

@@ -669,8 +669,14 @@ class MultiTaskNet(NeuralNet):
             return out.float()
         return module(x, **fit_params)
 
+    def task_losses(self, y_pred, y_true):
+        """Per-task mean losses over the observed labels and their label-weight sums
+        (the denominators), each (T,) ((k, T) for an ensemble); the one call site of ``criterion_`` (a
+        data-parallel net reduces them over its processes here)."""
+        return self.criterion_(y_pred, y_true)
+
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        losses, denominators = self.criterion_(y_pred, y_true)
+        losses, denominators = self.task_losses(y_pred, y_true)
         logged = losses
         if losses.dim() == 2:  # per (member, task): see ._ensemble
             logged, losses, denominators = member_task_losses(
@@ -853,7 +859,7 @@ class MultiTaskNet(NeuralNet):
             Xi, yi = batch
             with torch.no_grad():
                 self._set_training(False)
-                losses, denominators = self.criterion_(self.infer(Xi), yi)
+                losses, denominators = self.task_losses(self.infer(Xi), yi)
                 self._set_training(True)
             present = denominators > 0
             normalization = getattr(self, "loss_normalization_", None)

@@ -125,6 +125,13 @@ def _duplicates(names):
     return repeated
 
 
+def _is_dask_key(Y):
+    """Whether Y is a dask task key (name, i, ...) rather than targets: what reaches
+    ``partial_fit`` when a graph refers to a block that does not exist."""
+    return (isinstance(Y, tuple) and len(Y) >= 2 and isinstance(Y[0], str)
+            and "-" in Y[0] and all(isinstance(i, int) for i in Y[1:]))
+
+
 def read_targets(Y, task_names=None):
     """Split Y into named 1-D columns.
 
@@ -161,6 +168,12 @@ def read_targets(Y, task_names=None):
                     f"Y[{name!r}] has shape {np.shape(col)}; each task of a dict Y must be 1-D "
                     "(one value per row).")
     else:
+        if _is_dask_key(Y):
+            raise ValueError(
+                f"Y is the dask key {Y!r}, not data: dask-ml's Incremental asks for the "
+                "blocks of a 2-D dask y by a key without the column-block index, so the "
+                "block never reaches partial_fit. Use sklearn_mtl.distributed.Incremental "
+                "(the same wrapper, re-keying y), or fit on one 1-D dask y per task.")
         if sparse.issparse(Y):
             raise TypeError("Y must be dense (a DataFrame, a dict of 1-D arrays or an array); "
                             "got a sparse matrix. Convert it with .toarray().")
