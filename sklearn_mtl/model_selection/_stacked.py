@@ -121,10 +121,12 @@ class StackedMLP:
     """The stacked parameters of k hard-sharing networks (MLP trunk + task heads) and
     their batched forward pass.
 
-    Parameter layout, k leading: trunk layer i ``(k, in, out)`` and bias
-    ``(k, 1, out)``; the first head layer ``(k, D, T, out)`` and ``(k, T, out)``
-    (one product against the shared representation); later head layers
-    ``(k, T, in, out)`` and ``(k, T, 1, out)``.
+    All parameters live in one (k, P) tensor (so that the optimizer, the
+    best-epoch copies and the compaction of the stack are a few calls each);
+    the layers are views of it, k leading: trunk layer i ``(k, in, out)`` and
+    bias ``(k, 1, out)``; the first head layer ``(k, D, T, out)`` and
+    ``(k, T, out)`` (one product against the shared representation); later
+    head layers ``(k, T, in, out)`` and ``(k, T, 1, out)``.
     """
 
     def __init__(self, modules, activation, device):
@@ -136,12 +138,40 @@ class StackedMLP:
         self.n_tasks = heads[0].n_tasks
         self.max_out = template.heads.max_out
         self.activation = make_activation(activation)
-        self.names = [m for pair in self.trunk_names + self.head_names for m in pair]
         per_member = [self._from_module(m) for m in modules]
-        self.params = [torch.stack([p[j] for p in per_member]).to(device).requires_grad_()
-                       for j in range(len(per_member[0]))]
+        self.shapes = [tuple(t.shape) for t in per_member[0]]
+        sizes = [math.prod(shape) for shape in self.shapes]
+        self.bounds = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+        flat = torch.stack([torch.cat([t.reshape(-1) for t in parts]) for parts in per_member])
+        self.set_flat(flat.to(device))
         # Weight decay applies to weight matrices, not biases (alpha's "*bias" group).
-        self.decays = [j % 2 == 0 for j in range(len(self.params))]
+        decay = torch.zeros(self.bounds[-1], dtype=torch.float32)
+        for j in range(0, len(sizes), 2):
+            decay[self.bounds[j]:self.bounds[j + 1]] = 1.0
+        self.decay = decay.to(device)
+
+    @property
+    def n_params(self):
+        return self.bounds[-1]
+
+    def set_flat(self, flat):
+        """Make ``flat`` (k, P) the parameters: the layers (``leaves``, what gradients
+        are taken of) are views of its memory, so that updating it in place updates
+        them."""
+        self.flat = flat
+        self.leaves = [v.detach().requires_grad_() for v in self.views(flat)]
+
+    def flat_grad(self, loss):
+        """The gradient of ``loss`` with respect to the parameters, as (k, P)."""
+        grads = torch.autograd.grad(loss, self.leaves)
+        k = self.flat.shape[0]
+        return torch.cat([g.reshape(k, -1) for g in grads], 1)
+
+    def views(self, flat):
+        """The layer tensors (views) of a (k, P) parameter tensor."""
+        k = flat.shape[0]
+        return [flat[:, a:b].view((k,) + shape)
+                for a, b, shape in zip(self.bounds[:-1], self.bounds[1:], self.shapes)]
 
     def _from_module(self, module):
         state = module.state_dict()
@@ -154,29 +184,33 @@ class StackedMLP:
                 out += [W, B]
             else:
                 out += [W.permute(1, 0, 2).contiguous(), B.unsqueeze(1)]
-        return [t.clone() for t in out]
+        return [t.contiguous() for t in out]
 
-    def member_state(self, params, i, template_state):
-        """Member i's weights of ``params`` (a list like ``self.params``) as a state dict
-        of its plain module (``template_state``: that module's state dict)."""
+    def member_state(self, flat, i, template_state):
+        """Member i's weights of a (k, P) parameter tensor as a state dict of its plain
+        module (``template_state``: that module's state dict)."""
+        params = self.views(flat[i:i + 1].detach().to("cpu", copy=True))
         state = dict(template_state)
         at = 0
         for w, b in self.trunk_names:
-            state[w] = params[at][i].t().detach().to("cpu", copy=True).contiguous()
-            state[b] = params[at + 1][i, 0].detach().to("cpu", copy=True)
+            state[w] = params[at][0].t().contiguous()
+            state[b] = params[at + 1][0, 0].clone()
             at += 2
         for j, (w, b) in enumerate(self.head_names):
-            W, B = params[at][i].detach(), params[at + 1][i].detach()
+            W, B = params[at][0], params[at + 1][0]
             if j:
                 W, B = W.permute(1, 0, 2), B[:, 0]
-            state[w] = W.to("cpu", copy=True).contiguous()
-            state[b] = B.to("cpu", copy=True).contiguous()
+            state[w] = W.contiguous()
+            state[b] = B.contiguous()
             at += 2
         return state
 
     def forward(self, params, X, keep=None):
-        """Packed outputs (k*B, T*max_out) of member inputs X (k, B, F); ``keep``: the
-        members' dropout keep probabilities (k,) in training, None: no dropout."""
+        """Packed outputs (k*B, T*max_out) of member inputs X (k, B, F); ``params``: the
+        layers (a list) or a (k, P) tensor; ``keep``: the members' dropout keep
+        probabilities (k,) in training, None: no dropout."""
+        if isinstance(params, torch.Tensor):
+            params = self.views(params)
         act = self.activation
         k, B = X.shape[0], X.shape[1]
         T, at = self.n_tasks, 0
@@ -312,13 +346,16 @@ class _StackedRun:
         f32 = dict(dtype=torch.float32, device=self.device)
         self.static = torch.tensor(np.stack([m.weights for m in members]), **f32)
         self.lr = np.array([m.lr for m in members])
-        self.alpha = torch.tensor([m.alpha for m in members], **f32)
+        self.alpha = torch.tensor([m.alpha for m in members], **f32).unsqueeze(1)
+        self.decaying = bool((self.alpha != 0).any())
         self.keep = torch.tensor([1.0 - m.dropout for m in members], **f32)
         self.betas = np.array([m.betas for m in members], dtype=np.float64)
-        self.eps = torch.tensor([m.eps for m in members], **f32)
-        self.steps = np.zeros(k, dtype=np.int64)
-        self.exp_avg = [torch.zeros_like(p) for p in self.net.params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in self.net.params]
+        self.eps = torch.tensor([m.eps for m in members], **f32).unsqueeze(1)
+        self.exp_avg = torch.zeros_like(self.net.flat)
+        self.exp_avg_sq = torch.zeros_like(self.net.flat)
+        self.step_counts = [torch.zeros((), dtype=torch.float32, device=self.device)
+                            for _ in members]
+        self._set_adam_rows()
         # Early stopping, per (member, task), as TaskEarlyStopping keeps it per task.
         T = self.T
         self.best_losses = np.full((k, T), np.inf)
@@ -330,14 +367,12 @@ class _StackedRun:
         self.epochs = np.zeros(k, dtype=int)
         stopping = np.array([m.early_stopping for m in members])
         self.any_stopping = bool(stopping.any())
-        self.best_task = ([[p.detach().clone() for p in self.net.params] for _ in range(T)]
+        self.best_task = ([self.net.flat.detach().clone() for _ in range(T)]
                           if self.any_stopping else None)
-        self.best_all = ([p.detach().clone() for p in self.net.params]
-                         if self.any_stopping else None)
+        self.best_all = self.net.flat.detach().clone() if self.any_stopping else None
 
     def step_macs(self):
-        per = sum(p[0].numel() for p in self.net.params if p.dim() >= 3)
-        return len(self.members) * self.batch_size * per
+        return len(self.members) * self.batch_size * self.net.n_params
 
     # ------------------------------------------------------------------
 
@@ -377,7 +412,7 @@ class _StackedRun:
                                     dropout)
             train_sum += loss
         self.train_means = (train_sum / n_steps).cpu().numpy()  # finiteness only
-        self.epochs += 1
+        self.epochs[live] += 1
 
     def _losses(self, out, targets, row_mask):
         """(k, T) weighted mean losses and label-weight sums of packed outputs."""
@@ -398,51 +433,47 @@ class _StackedRun:
         return losses, den
 
     def _train_step(self, x_idx, t_idx, row_mask, active, dropout):
-        X = self.X[x_idx]
-        targets = self.targets[t_idx]
-        params = self.net.params
-        out = self.net.forward(params, X, self.keep if dropout else None)
+        k, B = x_idx.shape
+        X = self.X.index_select(0, x_idx.reshape(-1)).view(k, B, -1)
+        targets = self.targets.index_select(0, t_idx.reshape(-1)).view(k, B, -1)
+        out = self.net.forward(self.net.leaves, X, self.keep if dropout else None)
         losses, den = self._losses(out, targets, row_mask.to(X.dtype))
         present = den > 0
         member = torch.where(present, self.static * losses, 0.0).sum(1)
-        grads = torch.autograd.grad(member.sum(), params)
-        self._adam(grads, active)
+        self._adam(self.net.flat_grad(member.sum()), active)
         return member.detach()
 
-    def _adam(self, grads, active):
-        """One Adam step per active member (torch's Adam, with per-member lr, betas,
-        eps and weight decay); inactive members keep parameters and moments."""
-        self.steps[self.live[active]] += 1
-        steps = self.steps[self.live]
-        b1, b2 = self.betas[self.live, 0], self.betas[self.live, 1]
-        safe = np.maximum(steps, 1)
-        bc1 = 1.0 - b1 ** safe
-        bc2 = 1.0 - b2 ** safe
-        step_size = np.where(active, self.lr[self.live] / bc1, 0.0)
-        f32 = dict(dtype=torch.float32, device=self.device)
-        step_t = torch.tensor(step_size, **f32)
-        bc2_sqrt = torch.tensor(np.sqrt(bc2), **f32)
-        b1_t = torch.tensor(1.0 - b1, **f32)
-        b2_t, one_b2 = torch.tensor(b2, **f32), torch.tensor(1.0 - b2, **f32)
-        all_active = bool(active.all())
-        mask = None if all_active else torch.from_numpy(active).to(self.device)
-        decaying = bool((self.alpha != 0).any())
+    def _adam(self, grad, active):
+        """One Adam step per active member: torch's fused Adam kernel, called on the
+        members' rows with each member's own step count, grouped by (lr, betas, eps);
+        weight decay (L2 on the weights, per member) is added to the gradient first,
+        as torch's Adam adds it. Inactive members keep parameters and moments."""
         with torch.no_grad():
-            for j, (p, g) in enumerate(zip(self.net.params, grads)):
-                shape = (-1,) + (1,) * (p.dim() - 1)
-                if decaying and self.net.decays[j]:
-                    g = g + p * self.alpha.view(shape)
-                m, v = self.exp_avg[j], self.exp_avg_sq[j]
-                m_new = m + (g - m) * b1_t.view(shape)
-                v_new = v * b2_t.view(shape) + g * g * one_b2.view(shape)
-                if mask is not None:
-                    keep = mask.view(shape)
-                    m_new = torch.where(keep, m_new, m)
-                    v_new = torch.where(keep, v_new, v)
-                m.copy_(m_new)
-                v.copy_(v_new)
-                denom = (v.sqrt() / bc2_sqrt.view(shape)).add_(self.eps.view(shape))
-                p.sub_(m / denom * step_t.view(shape))
+            if self.decaying:
+                grad = grad + self.net.flat * self.net.decay * self.alpha
+            grads = grad.unbind(0)
+            for slots, (lr, beta1, beta2, eps) in self.adam_groups:
+                if not active.all():
+                    slots = [s for s in slots if active[s]]
+                    if not slots:
+                        continue
+                steps = [self.step_counts[s] for s in slots]
+                torch._foreach_add_(steps, 1)
+                torch._fused_adam_(
+                    [self.rows[0][s] for s in slots], [grads[s] for s in slots],
+                    [self.rows[1][s] for s in slots], [self.rows[2][s] for s in slots], [],
+                    steps, amsgrad=False, lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0,
+                    eps=eps, maximize=False, grad_scale=None, found_inf=None)
+
+    def _set_adam_rows(self):
+        """Per-member row views of the parameters and moments, and the slots of each
+        (lr, betas, eps) group (after each compaction)."""
+        self.rows = (self.net.flat.unbind(0), self.exp_avg.unbind(0), self.exp_avg_sq.unbind(0))
+        groups = {}
+        for s, i in enumerate(self.live):
+            key = (float(self.lr[i]), *map(float, self.betas[i]), float(self.members[i].eps))
+            groups.setdefault(key, []).append(s)
+        self.adam_groups = [(slots, key) for key, slots in groups.items()]
 
     # ------------------------------------------------------------------
 
@@ -462,7 +493,7 @@ class _StackedRun:
         x_idx = (local + torch.from_numpy(self.x_offset[idx]).unsqueeze(1)).to(self.device)
         t_idx = (local + torch.from_numpy(self.t_offset[idx]).unsqueeze(1)).to(self.device)
         valid = valid.to(self.device)
-        params = [p.detach().index_select(0, sl) for p in self.net.params]
+        params = self.net.flat.detach().index_select(0, sl)
         step = max(1, _VALID_ROWS // len(slots))
         num = torch.zeros((len(slots), self.T), dtype=torch.float32, device=self.device)
         den = torch.zeros_like(num)
@@ -501,7 +532,6 @@ class _StackedRun:
         member) and the best-epoch weights; return which of ``slots`` stop."""
         idx = self.live[slots]
         static = self.static[torch.as_tensor(slots)].cpu().numpy().astype(np.float64)
-        totals = np.where(np.isfinite(losses), losses, 0.0) @ np.ones(self.T)
         totals = (np.where(np.isfinite(losses), losses, 0.0) * static).sum(1)
         epoch = self.epochs[idx]
         observed = np.isfinite(losses)
@@ -546,10 +576,8 @@ class _StackedRun:
                 self._copy_where(self.best_all, mask)
 
     def _copy_where(self, target, mask):
-        where = torch.from_numpy(mask).to(self.device)
-        for dst, src in zip(target, self.net.params):
-            shape = (-1,) + (1,) * (src.dim() - 1)
-            dst.copy_(torch.where(where.view(shape), src.detach(), dst))
+        where = torch.from_numpy(mask).to(self.device).unsqueeze(1)
+        target.copy_(torch.where(where, self.net.flat, target))
 
     def _finish(self, s, diverged):
         """Load member slot s's trained weights into its net."""
@@ -580,7 +608,7 @@ class _StackedRun:
             est._best_epochs = [int(e) for task, e in zip(est.tasks_, epochs)
                                 if not task.auxiliary]
         else:
-            net.load_weights(self.net.member_state(self.net.params, s, template))
+            net.load_weights(self.net.member_state(self.net.flat, s, template))
             net.clear_task_snapshots()
         est.n_epochs_ = member.n_epochs
 
@@ -591,16 +619,15 @@ class _StackedRun:
             return
         sel = torch.as_tensor(keep, dtype=torch.int64, device=self.device)
         with torch.no_grad():
-            self.net.params = [p.detach().index_select(0, sel).requires_grad_()
-                               for p in self.net.params]
-            self.exp_avg = [t.index_select(0, sel) for t in self.exp_avg]
-            self.exp_avg_sq = [t.index_select(0, sel) for t in self.exp_avg_sq]
+            self.net.set_flat(self.net.flat.index_select(0, sel))
+            self.exp_avg = self.exp_avg.index_select(0, sel)
+            self.exp_avg_sq = self.exp_avg_sq.index_select(0, sel)
             if self.any_stopping:
-                self.best_task = [[t.index_select(0, sel) for t in ts] for ts in self.best_task]
-                self.best_all = [t.index_select(0, sel) for t in self.best_all]
-        sel_cpu = sel.cpu()
+                self.best_task = [t.index_select(0, sel) for t in self.best_task]
+                self.best_all = self.best_all.index_select(0, sel)
         self.static = self.static.index_select(0, sel)
         self.alpha = self.alpha.index_select(0, sel)
         self.keep = self.keep.index_select(0, sel)
         self.eps = self.eps.index_select(0, sel)
-        del sel_cpu
+        self.step_counts = [self.step_counts[s] for s in keep]
+        self._set_adam_rows()
