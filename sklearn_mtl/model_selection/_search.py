@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from joblib import Parallel, delayed
 from sklearn.base import _fit_context, clone, is_classifier
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import (
     GridSearchCV,
     ParameterGrid,
@@ -270,12 +271,13 @@ class _StackedSearchMixin:
             except Exception:
                 if self.error_score == "raise":
                     raise
-                out[slot] = self._failed(scorers, time.time() - start)
+                out[slot] = self._failed(scorers, time.time() - start, len(splits[s][1]))
                 continue
             if member is None:
                 sequential.append(slot)
                 continue
             member.prepare_time = time.time() - start
+            member.n_test = len(splits[s][1])
             members[slot] = member
         slots = list(members)
         for group in _group([members[slot] for slot in slots]):
@@ -339,18 +341,26 @@ class _StackedSearchMixin:
             per_member = (time.time() - start) / len(chunk)
             for member in chunk:
                 member.fit_time = member.prepare_time + per_member
+        improving = [m for m in group if m.error is None and m.still_improving]
+        if improving:
+            epochs = sorted({m.max_epochs for m in improving})
+            warnings.warn(
+                f"{len(improving)} of the {len(group)} stacked fits reached max_epochs="
+                f"{epochs[0] if len(epochs) == 1 else epochs} while the validation loss of "
+                "some task was still improving; raise max_epochs (each task is predicted "
+                "from its best epoch so far).", ConvergenceWarning, stacklevel=4)
         for slot, member in zip(slots, group):
             if member.error is not None:
                 if self.error_score == "raise":
                     raise member.error
                 trace = getattr(member, "trace", None) or "".join(
                     [f"{type(member.error).__name__}: {member.error}\n"])
-                out[slot] = self._failed(scorers, member.fit_time, trace)
+                out[slot] = self._failed(scorers, member.fit_time, member.n_test, trace)
 
-    def _failed(self, scorers, fit_time, trace=None):
+    def _failed(self, scorers, fit_time, n_test, trace=None):
         test, train = _error_scores(scorers, self.error_score, self.return_train_score)
         result = {"fit_error": trace if trace is not None else format_exc(),
-                  "test_scores": test, "n_test_samples": 0, "fit_time": fit_time,
+                  "test_scores": test, "n_test_samples": n_test, "fit_time": fit_time,
                   "score_time": 0.0}
         if self.return_train_score:
             result["train_scores"] = train
@@ -365,7 +375,7 @@ class _StackedSearchMixin:
         except ValueError:
             if self.error_score == "raise":
                 raise
-            return self._failed(scorers, member.fit_time)
+            return self._failed(scorers, member.fit_time, len(test))
         X_test, y_test = _safe_split(estimator, X, y, test, train)
         start = time.time()
         test_scores = _score(estimator, X_test, y_test, scorers,

@@ -94,6 +94,8 @@ class Member:
         self.shuffle_seed = int(est.net_.iterator_train__seed)
         #: Set by the run: None, or the error that ended this member's training.
         self.error = None
+        #: Set by the run: whether max_epochs ended training while a task improved.
+        self.still_improving = False
         self.n_epochs = 0
 
 
@@ -523,6 +525,12 @@ class _StackedRun:
                          or self.epochs[live[s]] >= self.members[live[s]].max_epochs
                          for s in range(n)])
         for s in np.flatnonzero(done):
+            i = live[s]
+            member = self.members[i]
+            # As the estimator warns: max_epochs reached while a task still improved.
+            member.still_improving = bool(
+                member.early_stopping and not stopped[s] and not diverged[s]
+                and (self.waits[i][self.monitored] < member.patience).any())
             self._finish(s, diverged[s])
         if done.any():
             self._compact(np.flatnonzero(~done))
