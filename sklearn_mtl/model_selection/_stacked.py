@@ -177,10 +177,11 @@ class StackedMLP:
 
     def _from_module(self, module):
         state = module.state_dict()
+        trunk_names, head_names = _layer_names(module)
         out = []
-        for w, b in self.trunk_names:
+        for w, b in trunk_names:
             out += [state[w].detach().t().float(), state[b].detach().unsqueeze(0).float()]
-        for j, (w, b) in enumerate(self.head_names):
+        for j, (w, b) in enumerate(head_names):
             W, B = state[w].detach().float(), state[b].detach().float()  # (in, T, o), (T, o)
             if j == 0:
                 out += [W, B]
@@ -188,17 +189,18 @@ class StackedMLP:
                 out += [W.permute(1, 0, 2).contiguous(), B.unsqueeze(1)]
         return [t.contiguous() for t in out]
 
-    def member_state(self, flat, i, template_state):
+    def member_state(self, flat, i, module):
         """Member i's weights of a (k, P) parameter tensor as a state dict of its plain
-        module (``template_state``: that module's state dict)."""
+        ``module`` (whose layer numbering depends on its dropout layers)."""
         params = self.views(flat[i:i + 1].detach().to("cpu", copy=True))
-        state = dict(template_state)
+        state = dict(module.state_dict())
+        trunk_names, head_names = _layer_names(module)
         at = 0
-        for w, b in self.trunk_names:
+        for w, b in trunk_names:
             state[w] = params[at][0].t().contiguous()
             state[b] = params[at + 1][0, 0].clone()
             at += 2
-        for j, (w, b) in enumerate(self.head_names):
+        for j, (w, b) in enumerate(head_names):
             W, B = params[at][0], params[at + 1][0]
             if j:
                 W, B = W.permute(1, 0, 2), B[:, 0]
@@ -317,7 +319,7 @@ class _StackedRun:
         self.batch_size = int(first.batch_size)
         nets = [m.estimator.net_ for m in members]
         self.net = StackedMLP([net.module_ for net in nets], first.activation, self.device)
-        self.templates = [net.module_.state_dict() for net in nets]
+        self.templates = [net.module_ for net in nets]
         self.criterion = nets[0].criterion_
         self.T = self.net.n_tasks
         self.monitored = np.array([not t.auxiliary for t in first.tasks_], dtype=bool)
