@@ -6,7 +6,6 @@ parameter)."""
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from scipy.stats import loguniform
