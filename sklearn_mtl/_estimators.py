@@ -110,6 +110,21 @@ def _multitask_tags(estimator, tags):
     return tags
 
 
+@dataclasses.dataclass
+class _PreparedFit:
+    """What :meth:`_MultiTaskBase._prepare_fit` settles for one fit call."""
+
+    X: np.ndarray
+    targets: np.ndarray
+    rows: tuple
+    tasks: list
+    params: object
+    target_format: object
+    device: object
+    seeds: list
+    scorer_check: object
+
+
 class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
     """Shared implementation of the multi-task estimators (see the public classes)."""
 
@@ -279,27 +294,40 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
     def _fit(self, X, y, sample_weight, epochs, continuing, classes=None, validation=None,
              incremental=False):
         X_given = X
+        p = self._prepare_fit(X, y, sample_weight, continuing, classes, validation,
+                              incremental)
+        with seeded_torch(self.random_state, p.seeds[0], p.device):
+            if continuing:
+                self._update_net(p.params, p.seeds[2])
+            else:
+                self._new_net(p.tasks, p.params, p.target_format, p.X, p.targets, p.device,
+                              p.seeds, fit_rows=p.rows[0])
+            self._train(p.X, p.targets, p.rows, epochs, p.device, continuing)
+        p.scorer_check.trial(self, X_given, y)
+        return self
+
+    def _prepare_fit(self, X, y, sample_weight, continuing=False, classes=None,
+                     validation=None, incremental=False, scoring_step=None):
+        """Everything a fit call settles before it builds or trains the network: the
+        validated X and packed targets with the (training, validation) rows, the tasks
+        and their parameters, the device and the seeds. ``scoring_step``: the
+        (scorer, full y) a search will score this fit with, when it is not found on
+        the call stack (see :mod:`._scorer_guard`)."""
         X, names, columns, dtypes, target_format, sample_weight = self._read_data(
             X, y, sample_weight, continuing)
         tasks, params = self._resolve_tasks(names, columns, dtypes, sample_weight, classes,
                                             continuing)
         # In a search or cross-validation: refuse a scorer that cannot score these tasks.
-        scorer_check = _scorer_guard.FitCheck(self, tasks, len(names), target_format.container, y)
+        scorer_check = _scorer_guard.FitCheck(self, tasks, len(names), target_format.container, y,
+                                              step=scoring_step)
         class_weights = class_weight_vectors(tasks, columns, self.class_weight, sample_weight)
         targets = encode_targets(tasks, columns, sample_weight, class_weights)
         device = resolve_device(self.device)
         seeds = fit_seeds(self.random_state, len(self.net_.history) if continuing else None)
         X, targets, rows = self._split(X, targets, tasks, class_weights, validation, seeds[1],
                                        incremental)
-        with seeded_torch(self.random_state, seeds[0], device):
-            if continuing:
-                self._update_net(params, seeds[2])
-            else:
-                self._new_net(tasks, params, target_format, X, targets, device, seeds,
-                              fit_rows=rows[0])
-            self._train(X, targets, rows, epochs, device, continuing)
-        scorer_check.trial(self, X_given, y)
-        return self
+        return _PreparedFit(X, targets, rows, tasks, params, target_format, device, seeds,
+                            scorer_check)
 
     def _split(self, X, targets, tasks, class_weights, validation, seed, incremental):
         """X and the targets with the validation rows appended (own validation data) or

@@ -287,10 +287,11 @@ class FitCheck:
     the training rows after training.
     """
 
-    def __init__(self, model, tasks, n_columns, container, y):
+    def __init__(self, model, tasks, n_columns, container, y, step=None):
         self.scorers = []
         self.swallowed = False
-        step = _cv_step(model)
+        # ``step``: (scorer, full y) given by a caller that scores the fit itself.
+        step = _cv_step(model) if step is None else (*step, False)
         if step is None:
             return
         scoring, full_y, swallowed = step

@@ -1,0 +1,643 @@
+"""Many independent networks trained as one: the member axis of a search.
+
+A search fits the same architecture many times (candidates x folds) with
+settings that change no tensor shape: loss weights, weight decay, dropout,
+learning rate, seed, patience... :func:`train_members` trains all of them at
+once. Every parameter of every member is stacked along a leading member axis
+(weights (k, in, out), evaluated with ``torch.baddbmm``), so the members share
+no parameter: member m's loss depends on member m's parameters only, and the
+gradient of the summed loss with respect to them is member m's own gradient.
+A member is therefore the network a plain fit of its candidate on its fold
+would train, step for step:
+
+* **initialisation** -- each member's weights are those its own plain fit
+  starts from: the caller builds the member's skorch net exactly as ``fit``
+  does (same seeds) and :class:`StackedMLP` copies its parameters;
+* **data** -- each member draws its own batches (the permutation its plain
+  fit's batch iterator would draw, from the same seed) from its own training
+  rows (its fold's training rows less its validation rows); a member's batch
+  holds only its own rows, padded with rows of weight 0 up to the batch size.
+  Targets are per member (a fold's regression targets are standardised with
+  that fold's statistics, class weights follow the candidate);
+* **optimisation** -- Adam with per-member learning rate, weight decay (L2 on
+  weights, not biases, as ``alpha`` is) and step count; a member with no row
+  in a step (its epoch has fewer batches) takes no step, as its plain fit
+  would not;
+* **early stopping** -- per (member, task), with the rules of
+  :class:`~sklearn_mtl._early_stopping.TaskEarlyStopping`: each member's own
+  validation rows, patience and tolerance, each task's best-epoch weights; a
+  member that stops leaves the stack (the remaining members are compacted),
+  so it costs nothing afterwards.
+
+What differs from a plain fit is the order of floating-point summation
+(batched products), and dropout masks, which are drawn for the stack rather
+than per network: with dropout a member is a fit with other dropout draws.
+
+At the end each member's weights (each task's best epoch) are loaded into the
+member's own net, which then predicts exactly as a fitted estimator does.
+"""
+
+import math
+import os
+
+import numpy as np
+import torch
+
+from .._modules import TaskParallelLinear, make_activation
+
+#: Fraction of the available memory a stacked chunk may use, and a cap.
+_MEMORY_FRACTION = 0.25
+_MEMORY_CAP = 2 << 30
+#: Rows (members x rows) per validation forward pass.
+_VALID_ROWS = 1 << 16
+#: See sklearn_mtl._net._SMALL_STEP_MACS: below it one intra-op thread is faster.
+_SMALL_STEP_MACS = 1 << 26
+
+
+class Member:
+    """One network of a stacked run: a (candidate, fold) of a search.
+
+    Parameters
+    ----------
+    estimator : estimator
+        The member's estimator with its net built and initialised (not trained),
+        as ``fit`` builds it.
+    X : ndarray of shape (n, F), float32
+        The member's fit rows (its fold's training rows), validated.
+    targets : ndarray of shape (n, 2T), float32
+        The packed label-and-weight matrix of those rows.
+    train_rows, valid_rows : ndarray of int or None
+        Rows of X trained on, and the validation rows (None: no validation).
+    data_key : hashable
+        Members with the same key share X (the same fold).
+    """
+
+    def __init__(self, estimator, X, targets, train_rows, valid_rows, data_key):
+        self.estimator = estimator
+        self.X, self.targets = X, targets
+        self.train_rows = np.asarray(train_rows, dtype=np.int64)
+        self.valid_rows = None if valid_rows is None else np.asarray(valid_rows, np.int64)
+        self.data_key = data_key
+        est = estimator
+        self.lr = float(est.lr)
+        self.alpha = float(est.alpha)
+        self.dropout = float(est.dropout)
+        self.patience = int(est.patience)
+        self.tol = float(est.tol)
+        self.max_epochs = int(est.max_epochs)
+        self.weights = np.asarray(est.task_params_.weights, dtype=np.float64)
+        self.early_stopping = bool(est.early_stopping) and self.valid_rows is not None \
+            and len(self.valid_rows) > 0
+        kwargs = dict(est.optimizer_kwargs or {})
+        self.betas = tuple(float(b) for b in kwargs.get("betas", (0.9, 0.999)))
+        self.eps = float(kwargs.get("eps", 1e-8))
+        self.shuffle_seed = int(est.net_.iterator_train__seed)
+        #: Set by the run: None, or the error that ended this member's training.
+        self.error = None
+        #: Set by the run: whether max_epochs ended training while a task improved.
+        self.still_improving = False
+        self.n_epochs = 0
+
+
+def memory_per_member(n_params, n_tasks, batch_size, widths, n_valid):
+    """Bytes one member of a stack needs: parameters with gradients, Adam moments and
+    best-epoch copies, and activations of a training step and a validation pass."""
+    params = 4 * n_params * (4 + n_tasks + 1)
+    activations = 4 * 3 * batch_size * widths + 4 * 2 * min(n_valid, _VALID_ROWS) * widths
+    return params + activations
+
+
+def available_memory(device):
+    """Bytes a stack may use on ``device``."""
+    if torch.device(device).type == "cuda":
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+    else:
+        try:
+            free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            free = 8 << 30
+    return int(min(_MEMORY_CAP, _MEMORY_FRACTION * free))
+
+
+class StackedMLP:
+    """The stacked parameters of k hard-sharing networks (MLP trunk + task heads) and
+    their batched forward pass.
+
+    All parameters live in one (k, P) tensor (so that the optimizer, the
+    best-epoch copies and the compaction of the stack are a few calls each);
+    the layers are views of it, k leading: trunk layer i ``(k, in, out)`` and
+    bias ``(k, 1, out)``; the first head layer ``(k, D, T, out)`` and
+    ``(k, T, out)`` (one product against the shared representation); later
+    head layers ``(k, T, in, out)`` and ``(k, T, 1, out)``.
+    """
+
+    def __init__(self, modules, activation, device):
+        template = modules[0]
+        self.trunk_names, self.head_names = _layer_names(template)
+        self.n_trunk = len(self.trunk_names)
+        self.n_heads = len(self.head_names)
+        heads = [m for m in template.heads.layers if isinstance(m, TaskParallelLinear)]
+        self.n_tasks = heads[0].n_tasks
+        self.max_out = template.heads.max_out
+        self.activation = make_activation(activation)
+        per_member = [self._from_module(m) for m in modules]
+        self.shapes = [tuple(t.shape) for t in per_member[0]]
+        sizes = [math.prod(shape) for shape in self.shapes]
+        self.bounds = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+        flat = torch.stack([torch.cat([t.reshape(-1) for t in parts]) for parts in per_member])
+        self.set_flat(flat.to(device))
+        # Weight decay applies to weight matrices, not biases (alpha's "*bias" group).
+        decay = torch.zeros(self.bounds[-1], dtype=torch.float32)
+        for j in range(0, len(sizes), 2):
+            decay[self.bounds[j]:self.bounds[j + 1]] = 1.0
+        self.decay = decay.to(device)
+
+    @property
+    def n_params(self):
+        return self.bounds[-1]
+
+    def set_flat(self, flat):
+        """Make ``flat`` (k, P) the parameters: the layers (``leaves``, what gradients
+        are taken of) are views of its memory, so that updating it in place updates
+        them."""
+        self.flat = flat
+        self.leaves = [v.detach().requires_grad_() for v in self.views(flat)]
+
+    def flat_grad(self, loss):
+        """The gradient of ``loss`` with respect to the parameters, as (k, P)."""
+        grads = torch.autograd.grad(loss, self.leaves)
+        k = self.flat.shape[0]
+        return torch.cat([g.reshape(k, -1) for g in grads], 1)
+
+    def views(self, flat):
+        """The layer tensors (views) of a (k, P) parameter tensor."""
+        k = flat.shape[0]
+        return [flat[:, a:b].view((k,) + shape)
+                for a, b, shape in zip(self.bounds[:-1], self.bounds[1:], self.shapes)]
+
+    def _from_module(self, module):
+        state = module.state_dict()
+        trunk_names, head_names = _layer_names(module)
+        out = []
+        for w, b in trunk_names:
+            out += [state[w].detach().t().float(), state[b].detach().unsqueeze(0).float()]
+        for j, (w, b) in enumerate(head_names):
+            W, B = state[w].detach().float(), state[b].detach().float()  # (in, T, o), (T, o)
+            if j == 0:
+                out += [W, B]
+            else:
+                out += [W.permute(1, 0, 2).contiguous(), B.unsqueeze(1)]
+        return [t.contiguous() for t in out]
+
+    def member_state(self, flat, i, module):
+        """Member i's weights of a (k, P) parameter tensor as a state dict of its plain
+        ``module`` (whose layer numbering depends on its dropout layers)."""
+        params = self.views(flat[i:i + 1].detach().to("cpu", copy=True))
+        state = dict(module.state_dict())
+        trunk_names, head_names = _layer_names(module)
+        at = 0
+        for w, b in trunk_names:
+            state[w] = params[at][0].t().contiguous()
+            state[b] = params[at + 1][0, 0].clone()
+            at += 2
+        for j, (w, b) in enumerate(head_names):
+            W, B = params[at][0], params[at + 1][0]
+            if j:
+                W, B = W.permute(1, 0, 2), B[:, 0]
+            state[w] = W.contiguous()
+            state[b] = B.contiguous()
+            at += 2
+        return state
+
+    def forward(self, params, X, keep=None):
+        """Packed outputs (k*B, T*max_out) of member inputs X (k, B, F); ``params``: the
+        layers (a list) or a (k, P) tensor; ``keep``: the members' dropout keep
+        probabilities (k,) in training, None: no dropout."""
+        if isinstance(params, torch.Tensor):
+            params = self.views(params)
+        act = self.activation
+        k, B = X.shape[0], X.shape[1]
+        T, at = self.n_tasks, 0
+        h = X
+        for _ in range(self.n_trunk):
+            h = act(torch.baddbmm(params[at + 1], h, params[at]))
+            if keep is not None:
+                h = _dropout(h, keep)
+            at += 2
+        W, b = params[at], params[at + 1]
+        D, o = W.shape[1], W.shape[3]
+        out = torch.baddbmm(b.reshape(k, 1, T * o), h, W.reshape(k, D, T * o))
+        at += 2
+        if self.n_heads == 1:
+            return out.reshape(k * B, T * o)
+        out = act(out)
+        h = out.view(k, B, T, o).transpose(1, 2).reshape(k * T, B, o)
+        head_keep = None if keep is None else keep.repeat_interleave(T)
+        if head_keep is not None:
+            h = _dropout(h, head_keep)
+        for j in range(1, self.n_heads):
+            W, b = params[at], params[at + 1]
+            h = torch.baddbmm(b.reshape(k * T, 1, -1), h, W.reshape(k * T, W.shape[2], -1))
+            at += 2
+            if j < self.n_heads - 1:
+                h = act(h)
+                if head_keep is not None:
+                    h = _dropout(h, head_keep)
+        m = h.shape[-1]
+        return h.view(k, T, B, m).transpose(1, 2).reshape(k * B, T * m)
+
+
+def _dropout(h, keep):
+    """Inverted dropout with a keep probability per leading index."""
+    shape = (-1,) + (1,) * (h.dim() - 1)
+    keep = keep.view(shape)
+    return h * (torch.rand_like(h) < keep) / keep
+
+
+def _layer_names(module):
+    """(weight, bias) state-dict names of the trunk's linear layers and of the heads'
+    layers, in order."""
+    trunk = [(f"trunk.layers.{i}.weight", f"trunk.layers.{i}.bias")
+             for i, m in enumerate(module.trunk.layers) if isinstance(m, torch.nn.Linear)]
+    heads = [(f"heads.layers.{i}.weight", f"heads.layers.{i}.bias")
+             for i, m in enumerate(module.heads.layers) if isinstance(m, TaskParallelLinear)]
+    return trunk, heads
+
+
+def chunk_members(members, device, max_members=None):
+    """Members in chunks that fit the memory bound (and ``max_members``)."""
+    if not members:
+        return []
+    module = members[0].estimator.net_.module_
+    n_params = sum(p.numel() for p in module.parameters())
+    T = len(members[0].weights)
+    widths = sum(p.shape[0] for n, p in module.named_parameters()
+                 if n.startswith("trunk") and n.endswith("bias"))
+    widths += sum(p.numel() for n, p in module.named_parameters()
+                  if n.startswith("heads") and n.endswith("bias"))
+    batch = int(members[0].estimator.batch_size)
+    n_valid = max((len(m.valid_rows) for m in members if m.valid_rows is not None), default=0)
+    per = memory_per_member(n_params, T, batch, widths + members[0].X.shape[1], n_valid)
+    size = max(1, available_memory(device) // per)
+    if max_members is not None:
+        size = min(size, int(max_members))
+    return [members[i:i + size] for i in range(0, len(members), size)]
+
+
+def train_members(members, device):
+    """Train ``members`` (one architecture, tasks and batch size) as one stack; each
+    member's net then holds its trained weights. A member whose training fails gets
+    ``member.error``; the others are not affected."""
+    run = _StackedRun(members, device)
+    with _threads(run.step_macs()):
+        run.run()
+
+
+class _threads:
+    """One intra-op thread for small steps (see sklearn_mtl._net.MultiTaskNet)."""
+
+    def __init__(self, macs):
+        self.wanted = 1 if macs < _SMALL_STEP_MACS else None
+
+    def __enter__(self):
+        self.previous = torch.get_num_threads()
+        if self.wanted is not None and self.wanted != self.previous:
+            torch.set_num_threads(self.wanted)
+
+    def __exit__(self, *exc):
+        if torch.get_num_threads() != self.previous:
+            torch.set_num_threads(self.previous)
+
+
+class _StackedRun:
+    """The state of one stacked training run (see the module docstring)."""
+
+    def __init__(self, members, device):
+        self.members = list(members)
+        self.device = torch.device(device)
+        first = members[0].estimator
+        self.batch_size = int(first.batch_size)
+        nets = [m.estimator.net_ for m in members]
+        self.net = StackedMLP([net.module_ for net in nets], first.activation, self.device)
+        self.templates = [net.module_ for net in nets]
+        self.criterion = nets[0].criterion_
+        self.T = self.net.n_tasks
+        self.monitored = np.array([not t.auxiliary for t in first.tasks_], dtype=bool)
+        self.reduced = [(t, fn) for t, _, fn, elementwise in self.criterion.others
+                        if not elementwise]
+        # The data: one X per fold, one target matrix per member, concatenated.
+        X_parts, x_offset, keys = [], [], {}
+        at = 0
+        for m in members:
+            if m.data_key not in keys:
+                keys[m.data_key] = at
+                X_parts.append(m.X)
+                at += m.X.shape[0]
+            x_offset.append(keys[m.data_key])
+        self.X = torch.from_numpy(np.concatenate(X_parts)).to(self.device)
+        t_offset = np.cumsum([0] + [m.targets.shape[0] for m in members[:-1]])
+        self.targets = torch.from_numpy(
+            np.concatenate([m.targets for m in members]).astype(np.float32)).to(self.device)
+        k = len(members)
+        self.live = np.arange(k)  # stack slot -> member index
+        self.x_offset = np.asarray(x_offset, dtype=np.int64)
+        self.t_offset = np.asarray(t_offset, dtype=np.int64)
+        self.generators = []
+        for m in members:
+            g = torch.Generator()
+            g.manual_seed(m.shuffle_seed)
+            self.generators.append(g)
+        f32 = dict(dtype=torch.float32, device=self.device)
+        self.static = torch.tensor(np.stack([m.weights for m in members]), **f32)
+        self.lr = np.array([m.lr for m in members])
+        self.alpha = torch.tensor([m.alpha for m in members], **f32).unsqueeze(1)
+        self.decaying = bool((self.alpha != 0).any())
+        self.keep = torch.tensor([1.0 - m.dropout for m in members], **f32)
+        self.betas = np.array([m.betas for m in members], dtype=np.float64)
+        self.eps = torch.tensor([m.eps for m in members], **f32).unsqueeze(1)
+        self.exp_avg = torch.zeros_like(self.net.flat)
+        self.exp_avg_sq = torch.zeros_like(self.net.flat)
+        self.step_counts = [torch.zeros((), dtype=torch.float32, device=self.device)
+                            for _ in members]
+        self._set_adam_rows()
+        # Early stopping, per (member, task), as TaskEarlyStopping keeps it per task.
+        T = self.T
+        self.best_losses = np.full((k, T), np.inf)
+        self.progress_losses = np.full((k, T), np.inf)
+        self.best_epochs = np.zeros((k, T), dtype=int)
+        self.waits = np.zeros((k, T), dtype=int)
+        self.best_total = np.full(k, np.inf)
+        self.best_epoch = np.zeros(k, dtype=int)  # 0: none yet
+        self.epochs = np.zeros(k, dtype=int)
+        stopping = np.array([m.early_stopping for m in members])
+        self.any_stopping = bool(stopping.any())
+        self.best_task = ([self.net.flat.detach().clone() for _ in range(T)]
+                          if self.any_stopping else None)
+        self.best_all = self.net.flat.detach().clone() if self.any_stopping else None
+
+    def step_macs(self):
+        return len(self.members) * self.batch_size * self.net.n_params
+
+    # ------------------------------------------------------------------
+
+    def run(self):
+        while len(self.live):
+            self._epoch()
+            self._end_epoch()
+
+    def _epoch(self):
+        B = self.batch_size
+        live = self.live
+        orders, counts = [], []
+        for i in live:
+            m = self.members[i]
+            perm = torch.randperm(len(m.train_rows), generator=self.generators[i])
+            orders.append(torch.from_numpy(m.train_rows)[perm])
+            counts.append(len(m.train_rows))
+        counts = np.asarray(counts)
+        n_steps = int(max(1, math.ceil(counts.max() / B)))
+        width = n_steps * B
+        local = torch.zeros((len(live), width), dtype=torch.int64)
+        valid = torch.zeros((len(live), width), dtype=torch.bool)
+        for s, order in enumerate(orders):
+            local[s, :len(order)] = order
+            valid[s, :len(order)] = True
+        x_idx = (local + torch.from_numpy(self.x_offset[live]).unsqueeze(1)).to(self.device)
+        t_idx = (local + torch.from_numpy(self.t_offset[live]).unsqueeze(1)).to(self.device)
+        valid_d = valid.to(self.device)
+        # Rows of each member in each step, for who steps.
+        rows_per_step = np.clip(counts[:, None] - B * np.arange(n_steps)[None, :], 0, B)
+        train_sum = torch.zeros(len(live), dtype=torch.float32, device=self.device)
+        dropout = bool((self.keep < 1).any())
+        for s in range(n_steps):
+            sl = slice(s * B, (s + 1) * B)
+            active = rows_per_step[:, s] > 0
+            loss = self._train_step(x_idx[:, sl], t_idx[:, sl], valid_d[:, sl], active,
+                                    dropout)
+            train_sum += loss
+        self.train_means = (train_sum / n_steps).cpu().numpy()  # finiteness only
+        self.epochs[live] += 1
+
+    def _losses(self, out, targets, row_mask):
+        """(k, T) weighted mean losses and label-weight sums of packed outputs."""
+        T = self.T
+        k, B = targets.shape[0], targets.shape[1]
+        labels = targets[..., :T]
+        weights = targets[..., T:2 * T] * row_mask.unsqueeze(-1)
+        E = self.criterion.element_losses(out, labels.reshape(k * B, T), None).view(k, B, T)
+        E = torch.where(weights > 0, E, torch.zeros((), dtype=E.dtype, device=E.device))
+        den = weights.sum(1)
+        losses = (weights * E).sum(1) / den.clamp_min(1e-12)
+        if self.reduced:
+            out_k = out.view(k, B, -1)
+            losses = torch.stack([
+                self.criterion._reduced_losses(losses[i], self.reduced, out_k[i], labels[i],
+                                               weights[i])
+                for i in range(k)])
+        return losses, den
+
+    def _train_step(self, x_idx, t_idx, row_mask, active, dropout):
+        k, B = x_idx.shape
+        X = self.X.index_select(0, x_idx.reshape(-1)).view(k, B, -1)
+        targets = self.targets.index_select(0, t_idx.reshape(-1)).view(k, B, -1)
+        out = self.net.forward(self.net.leaves, X, self.keep if dropout else None)
+        losses, den = self._losses(out, targets, row_mask.to(X.dtype))
+        present = den > 0
+        member = torch.where(present, self.static * losses, 0.0).sum(1)
+        self._adam(self.net.flat_grad(member.sum()), active)
+        return member.detach()
+
+    def _adam(self, grad, active):
+        """One Adam step per active member: torch's fused Adam kernel, called on the
+        members' rows with each member's own step count, grouped by (lr, betas, eps);
+        weight decay (L2 on the weights, per member) is added to the gradient first,
+        as torch's Adam adds it. Inactive members keep parameters and moments."""
+        with torch.no_grad():
+            if self.decaying:
+                grad = grad + self.net.flat * self.net.decay * self.alpha
+            grads = grad.unbind(0)
+            for slots, (lr, beta1, beta2, eps) in self.adam_groups:
+                if not active.all():
+                    slots = [s for s in slots if active[s]]
+                    if not slots:
+                        continue
+                steps = [self.step_counts[s] for s in slots]
+                torch._foreach_add_(steps, 1)
+                torch._fused_adam_(
+                    [self.rows[0][s] for s in slots], [grads[s] for s in slots],
+                    [self.rows[1][s] for s in slots], [self.rows[2][s] for s in slots], [],
+                    steps, amsgrad=False, lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0,
+                    eps=eps, maximize=False, grad_scale=None, found_inf=None)
+
+    def _set_adam_rows(self):
+        """Per-member row views of the parameters and moments, and the slots of each
+        (lr, betas, eps) group (after each compaction)."""
+        self.rows = (self.net.flat.unbind(0), self.exp_avg.unbind(0), self.exp_avg_sq.unbind(0))
+        groups = {}
+        for s, i in enumerate(self.live):
+            key = (float(self.lr[i]), *map(float, self.betas[i]), float(self.members[i].eps))
+            groups.setdefault(key, []).append(s)
+        self.adam_groups = [(slots, key) for key, slots in groups.items()]
+
+    # ------------------------------------------------------------------
+
+    def _validation_losses(self, slots):
+        """(len(slots), T) validation losses (NaN where a task has no label) of the
+        members in stack ``slots``, in eval mode."""
+        members = [self.members[self.live[s]] for s in slots]
+        n_valid = np.array([len(m.valid_rows) for m in members])
+        V = int(n_valid.max())
+        local = torch.zeros((len(slots), V), dtype=torch.int64)
+        valid = torch.zeros((len(slots), V), dtype=torch.bool)
+        for s, m in enumerate(members):
+            local[s, :len(m.valid_rows)] = torch.from_numpy(m.valid_rows)
+            valid[s, :len(m.valid_rows)] = True
+        sl = torch.as_tensor(slots, dtype=torch.int64, device=self.device)
+        idx = [self.live[s] for s in slots]
+        x_idx = (local + torch.from_numpy(self.x_offset[idx]).unsqueeze(1)).to(self.device)
+        t_idx = (local + torch.from_numpy(self.t_offset[idx]).unsqueeze(1)).to(self.device)
+        valid = valid.to(self.device)
+        params = self.net.flat.detach().index_select(0, sl)
+        step = max(1, _VALID_ROWS // len(slots))
+        num = torch.zeros((len(slots), self.T), dtype=torch.float32, device=self.device)
+        den = torch.zeros_like(num)
+        with torch.no_grad():
+            for c in range(0, V, step):
+                cs = slice(c, c + step)
+                out = self.net.forward(params, self.X[x_idx[:, cs]])
+                losses, d = self._losses(out, self.targets[t_idx[:, cs]],
+                                         valid[:, cs].to(torch.float32))
+                num += losses * d
+                den += d
+        num, den = num.cpu().numpy().astype(np.float64), den.cpu().numpy().astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+    def _end_epoch(self):
+        live = self.live
+        n = len(live)
+        diverged = ~np.isfinite(self.train_means)
+        stopped = np.zeros(n, dtype=bool)
+        slots = [s for s in range(n) if self.members[live[s]].early_stopping
+                 and not diverged[s]]
+        if slots:
+            losses = self._validation_losses(slots)
+            stopped[slots] = self._early_stopping(np.asarray(slots), losses)
+        done = np.array([stopped[s] or diverged[s]
+                         or self.epochs[live[s]] >= self.members[live[s]].max_epochs
+                         for s in range(n)])
+        for s in np.flatnonzero(done):
+            i = live[s]
+            member = self.members[i]
+            # As the estimator warns: max_epochs reached while a task still improved.
+            member.still_improving = bool(
+                member.early_stopping and not stopped[s] and not diverged[s]
+                and (self.waits[i][self.monitored] < member.patience).any())
+            self._finish(s, diverged[s])
+        if done.any():
+            self._compact(np.flatnonzero(~done))
+
+    def _early_stopping(self, slots, losses):
+        """Update the per-(member, task) records (TaskEarlyStopping.on_epoch_end, per
+        member) and the best-epoch weights; return which of ``slots`` stop."""
+        idx = self.live[slots]
+        static = self.static[torch.as_tensor(slots)].cpu().numpy().astype(np.float64)
+        totals = (np.where(np.isfinite(losses), losses, 0.0) * static).sum(1)
+        epoch = self.epochs[idx]
+        observed = np.isfinite(losses)
+        best = self.best_losses[idx]
+        improved = observed & (losses < best)
+        total_improved = np.isfinite(totals) & (totals < self.best_total[idx])
+        self.best_total[idx] = np.where(total_improved, totals, self.best_total[idx])
+        self.best_epoch[idx] = np.where(total_improved, epoch, self.best_epoch[idx])
+        self.best_losses[idx] = np.where(improved, losses, best)
+        self.best_epochs[idx] = np.where(improved, epoch[:, None], self.best_epochs[idx])
+        self._snapshot(slots, improved, total_improved)
+        previous = self.progress_losses[idx]
+        seen = np.isfinite(previous)
+        tol = np.array([self.members[i].tol for i in idx])[:, None]
+        threshold = np.where(seen, previous - tol * np.abs(np.where(seen, previous, 0)),
+                             np.inf)
+        progress = observed & (losses < threshold)
+        self.progress_losses[idx] = np.where(progress, losses, previous)
+        self.waits[idx] = np.where(progress, 0, self.waits[idx] + 1)
+        patience = np.array([self.members[i].patience for i in idx])
+        stop = np.zeros(len(slots), dtype=bool)
+        for r, i in enumerate(idx):
+            watched = self.monitored & (self.best_epochs[i] > 0)
+            if not watched.any():
+                watched = self.monitored
+            stop[r] = bool((self.waits[i][watched] >= patience[r]).all())
+        return stop
+
+    def _snapshot(self, slots, improved, total_improved):
+        """Copy the current weights of improved (member, task) pairs."""
+        n = len(self.live)
+        with torch.no_grad():
+            for t in range(self.T):
+                if not improved[:, t].any():
+                    continue
+                mask = np.zeros(n, dtype=bool)
+                mask[slots[improved[:, t]]] = True
+                self._copy_where(self.best_task[t], mask)
+            if total_improved.any():
+                mask = np.zeros(n, dtype=bool)
+                mask[slots[total_improved]] = True
+                self._copy_where(self.best_all, mask)
+
+    def _copy_where(self, target, mask):
+        where = torch.from_numpy(mask).to(self.device).unsqueeze(1)
+        target.copy_(torch.where(where, self.net.flat, target))
+
+    def _finish(self, s, diverged):
+        """Load member slot s's trained weights into its net."""
+        i = self.live[s]
+        member = self.members[i]
+        est = member.estimator
+        net = est.net_
+        template = self.templates[i]
+        member.n_epochs = int(self.epochs[i])
+        has_best = member.early_stopping and self.best_epoch[i] > 0
+        if diverged and not has_best:
+            member.error = FloatingPointError(
+                f"Training diverged at epoch {member.n_epochs}: a training loss is not "
+                f"finite (NaN or inf). Try a smaller lr (now {member.lr!r}) or standardised "
+                "inputs.")
+            return
+        if has_best:
+            best_epoch = int(self.best_epoch[i])
+            epochs = np.where(self.best_epochs[i] > 0, self.best_epochs[i], best_epoch)
+            best_state = self.net.member_state(self.best_all, s, template)
+            states = {best_epoch: best_state}
+            task_states = []
+            for t, e in enumerate(epochs.tolist()):
+                if e not in states:
+                    states[e] = self.net.member_state(self.best_task[t], s, template)
+                task_states.append(states[e])
+            net.set_task_snapshots(task_states, best_state)
+            est._best_epochs = [int(e) for task, e in zip(est.tasks_, epochs)
+                                if not task.auxiliary]
+        else:
+            net.load_weights(self.net.member_state(self.net.flat, s, template))
+            net.clear_task_snapshots()
+        est.n_epochs_ = member.n_epochs
+
+    def _compact(self, keep):
+        """Keep only stack slots ``keep`` (the members still training)."""
+        self.live = self.live[keep]
+        if not len(keep):
+            return
+        sel = torch.as_tensor(keep, dtype=torch.int64, device=self.device)
+        with torch.no_grad():
+            self.net.set_flat(self.net.flat.index_select(0, sel))
+            self.exp_avg = self.exp_avg.index_select(0, sel)
+            self.exp_avg_sq = self.exp_avg_sq.index_select(0, sel)
+            if self.any_stopping:
+                self.best_task = [t.index_select(0, sel) for t in self.best_task]
+                self.best_all = self.best_all.index_select(0, sel)
+        self.static = self.static.index_select(0, sel)
+        self.alpha = self.alpha.index_select(0, sel)
+        self.keep = self.keep.index_select(0, sel)
+        self.eps = self.eps.index_select(0, sel)
+        self.step_counts = [self.step_counts[s] for s in keep]
+        self._set_adam_rows()
