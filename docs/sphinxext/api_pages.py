@@ -31,6 +31,8 @@ PREFERRED_ORDER = [
     "sklearn_mtl.datasets",
     "sklearn_mtl.inspection",
     "sklearn_mtl.callbacks",
+    "sklearn_mtl.model_selection",
+    "sklearn_mtl.distributed",
 ]
 
 KINDS = [("Classes", "class"), ("Functions", "function"), ("Data", "data")]
