@@ -112,7 +112,7 @@ PARAMETERS = """\
         cosine, stepped each epoch); 'plateau' halves it when the validation
         loss (the training loss without validation) has not improved for
         ``max(1, patience // 3)`` epochs.
-    batch_size : int, default=64
+    batch_size : int, default=256
         Rows per training step.
     max_epochs : int, default=100
         Passes over the training data.

@@ -146,7 +146,7 @@ def test_custom_cnn_trunk_through_a_pipeline():
     instance = SmallCNN()
     before = {k: v.clone() for k, v in instance.state_dict().items()}
     model = make_pipeline(StandardScaler(), MultiTaskRegressorClassifier(
-        module=instance, max_epochs=10, random_state=0, lr=3e-3))
+        module=instance, max_epochs=10, batch_size=64, random_state=0, lr=3e-3))
     model.fit(X[:1200], Y[:1200])
     scores = model[-1].score_tasks(model[0].transform(X[1200:]), Y[1200:])
     assert scores["digit"] > 0.85 and scores["ink"] > 0.8

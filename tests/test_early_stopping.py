@@ -130,7 +130,7 @@ def test_without_early_stopping_every_task_is_predicted_from_the_last_epoch():
 def test_partial_fit_trains_on_every_row_without_early_stopping():
     X, Y = scarce_and_plenty()
     est = MultiTaskRegressor(random_state=0).partial_fit(X, Y)
-    assert est.net_.history[-1]["train_batch_count"] == int(np.ceil(len(X) / 64))
+    assert est.net_.history[-1]["train_batch_count"] == int(np.ceil(len(X) / est.batch_size))
     assert "valid_loss" not in est.net_.history[-1]
     assert not hasattr(est, "best_epoch_")
 
@@ -151,8 +151,8 @@ def test_own_validation_data_give_the_recorded_validation_losses():
     X_val, Y_val = scarce_and_plenty(n=200, seed=1, labelled=0.5)
     est = MultiTaskRegressor(early_stopping=False, max_epochs=4, random_state=0)
     est.fit(X, Y, X_val=X_val, y_val=Y_val)
-    # Every row of X trains: 800 rows in batches of 64.
-    assert est.net_.history[-1]["train_batch_count"] == 13
+    # Every row of X trains: 800 rows in batches of batch_size.
+    assert est.net_.history[-1]["train_batch_count"] == int(np.ceil(800 / est.batch_size))
     raw = est.net_.raw_outputs(X_val)
     for t, task in enumerate(est.tasks_):
         observed = Y_val[task.name].notna().to_numpy()

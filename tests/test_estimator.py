@@ -202,7 +202,7 @@ def _weighting_case(n=300, seed=0):
 @pytest.mark.parametrize("style", ["dict", "nested"])
 def test_grid_search_over_loss_weights_picks_the_better_weighting(style, n_jobs):
     X, Y = _weighting_case()
-    base = MultiTaskRegressorClassifier(max_epochs=15, random_state=0)
+    base = MultiTaskRegressorClassifier(max_epochs=15, batch_size=64, random_state=0)
     if style == "dict":
         grid = {"loss_weights": [{"target": 0.0}, {"target": 1.0}]}
     else:
@@ -220,7 +220,8 @@ def test_grid_search_through_pipeline_keys():
     from sklearn.preprocessing import StandardScaler
 
     X, Y = _weighting_case(n=200)
-    pipe = make_pipeline(StandardScaler(), MultiTaskRegressorClassifier(max_epochs=10, random_state=0))
+    pipe = make_pipeline(StandardScaler(), MultiTaskRegressorClassifier(max_epochs=10, batch_size=64,
+                                                                        random_state=0))
     search = GridSearchCV(pipe, {"multitaskregressorclassifier__loss_weights__target": [0.0, 1.0]},
                           cv=KFold(2)).fit(X, Y)
     assert search.best_params_["multitaskregressorclassifier__loss_weights__target"] == 1.0

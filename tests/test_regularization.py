@@ -61,7 +61,7 @@ def test_l1_drives_the_weights_of_noise_features_towards_zero():
     y = X[:, 0] + 0.05 * rng.standard_normal(600)
 
     def noise_weight(l1):
-        est = MultiTaskRegressor(l1=l1, max_epochs=60, early_stopping=False,
+        est = MultiTaskRegressor(l1=l1, max_epochs=60, early_stopping=False, batch_size=64,
                                  random_state=0).fit(X, y)
         first = est.net_.module_.trunk.layers[0].weight.detach().abs()
         return float(first[:, 1:].sum() / first[:, :1].sum())

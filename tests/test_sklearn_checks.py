@@ -20,9 +20,9 @@ from sklearn_mtl import MultiTaskClassifier, MultiTaskRegressor, MultiTaskRegres
 from .conftest import make_mixed
 
 # The two sample-weight checks compare a fit with integer weights to a fit on
-# repeated rows. With mini-batches (the default batch_size=64 against the checks'
-# 15 rows weighted up to 45) the two fits take different steps on different
-# batches, so they cannot agree to rtol=1e-7; with one full batch per step they
+# repeated rows. The default validation split holds out different rows of the two
+# (and with mini-batches the two fits take different steps on different batches),
+# so they cannot agree to rtol=1e-7; without a split and with one full batch per step they
 # do (test_sample_weight_checks_pass_with_full_batches below runs scikit-learn's
 # own checks that way and shows them failing at the defaults).
 _SAMPLE_WEIGHT_REASON = (
@@ -72,8 +72,8 @@ def test_sample_weight_checks_pass_with_full_batches(cls, check_name):
     # repeated data.
     check(cls.__name__, cls(max_epochs=5, batch_size=256, random_state=0,
                             early_stopping=False))
-    # The default mini-batches break the equivalence, which is why these two checks
-    # are the expected failures above.
+    # The default validation split breaks the equivalence, which is why these two
+    # checks are the expected failures above.
     with pytest.raises(AssertionError, match="sample_weight"):
         check(cls.__name__, cls(random_state=0))
 
