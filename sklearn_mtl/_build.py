@@ -32,6 +32,8 @@ from .weighting import resolve_weighting
 _FUSABLE = (torch.optim.Adam, torch.optim.AdamW)
 # Rows of the trial runs of user code.
 _TRIAL_ROWS = 3
+# batch_size='auto': n_rows // 16 rows, within these bounds.
+AUTO_BATCH_MIN, AUTO_BATCH_MAX = 64, 256
 _TRIAL_LOSS_ROWS = 64
 _TARGETS = {"regression": "standardised values", "binary": "0/1 floats",
             "multiclass": "int64 class codes"}
@@ -243,6 +245,14 @@ def _optimizer(estimator):
     return optimizer, {**groups, **{f"optimizer__{k}": v for k, v in kwargs.items()}}
 
 
+def resolve_batch_size(batch_size, n_rows):
+    """``batch_size``, with 'auto' resolved for ``n_rows`` training rows: about 16 steps
+    per epoch, between 64 and 256 rows (see benchmarks/RESULTS.md)."""
+    if batch_size == "auto":
+        return int(min(AUTO_BATCH_MAX, max(AUTO_BATCH_MIN, n_rows // 16)))
+    return int(batch_size)
+
+
 def build_net(estimator, tasks, params, X, device, seeds, fit_rows=None):
     """The skorch net of one fit (not initialised).
 
@@ -259,6 +269,8 @@ def build_net(estimator, tasks, params, X, device, seeds, fit_rows=None):
             "gradients on. Use a loss-based weighting (e.g. 'static', 'uncertainty').")
     module = build_module(estimator, params, n_outputs, X, [t.kind for t in tasks],
                           fit_rows=fit_rows)
+    batch_size = resolve_batch_size(estimator.batch_size,
+                                    X.shape[0] if fit_rows is None else len(fit_rows))
     criterion = MultiTaskLoss([t.kind for t in tasks], [t.loss for t in tasks], n_outputs,
                               module.heads.max_out)
     optimizer, optimizer_params = _optimizer(estimator)
@@ -271,13 +283,13 @@ def build_net(estimator, tasks, params, X, device, seeds, fit_rows=None):
         optimizer=optimizer,
         lr=estimator.lr,
         max_epochs=estimator.max_epochs,
-        batch_size=estimator.batch_size,
+        batch_size=batch_size,
         iterator_train=BatchIterator,
         iterator_train__shuffle=True,
         iterator_train__seed=int(seeds[2]),
         iterator_train__device=device,
         iterator_valid=BatchIterator,
-        iterator_valid__batch_size=max(PREDICT_BATCH_SIZE, estimator.batch_size),
+        iterator_valid__batch_size=max(PREDICT_BATCH_SIZE, batch_size),
         iterator_valid__device=device,
         callbacks=_callbacks(estimator, tasks),
         device=device,
@@ -299,6 +311,8 @@ def build_net(estimator, tasks, params, X, device, seeds, fit_rows=None):
         **net_extra,
     )
     net.build_params = {name: copy.deepcopy(getattr(estimator, name)) for name in BUILD_PARAMS}
+    # As resolved for this fit: a saved model is rebuilt with the batch size it trained with.
+    net.build_params["batch_size"] = batch_size
     return net
 
 

@@ -112,8 +112,10 @@ PARAMETERS = """\
         cosine, stepped each epoch); 'plateau' halves it when the validation
         loss (the training loss without validation) has not improved for
         ``max(1, patience // 3)`` epochs.
-    batch_size : int, default=256
-        Rows per training step.
+    batch_size : int or 'auto', default='auto'
+        Rows per training step. 'auto': a sixteenth of the training rows,
+        at least 64 and at most 256 (about 16 steps per epoch on small
+        tables, 256-row steps from 4,096 training rows on).
     max_epochs : int, default=100
         Passes over the training data.
     early_stopping : bool, default=True

@@ -159,7 +159,7 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         optimizer_kwargs=None,
         lr=1e-3,
         lr_schedule=None,
-        batch_size=256,
+        batch_size="auto",
         max_epochs=100,
         early_stopping=True,
         validation_fraction=None,

@@ -58,7 +58,7 @@ PARAMETER_CONSTRAINTS = {
     "optimizer_kwargs": [None, dict],
     "lr": [Interval(Real, 0, None, closed="neither")],
     "lr_schedule": [None, StrOptions({"cosine", "plateau"})],
-    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
     "max_epochs": [Interval(Integral, 1, None, closed="left")],
     "early_stopping": ["boolean"],
     "validation_fraction": [None, Interval(Real, 0, 1, closed="neither")],

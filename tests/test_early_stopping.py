@@ -130,7 +130,7 @@ def test_without_early_stopping_every_task_is_predicted_from_the_last_epoch():
 def test_partial_fit_trains_on_every_row_without_early_stopping():
     X, Y = scarce_and_plenty()
     est = MultiTaskRegressor(random_state=0).partial_fit(X, Y)
-    assert est.net_.history[-1]["train_batch_count"] == int(np.ceil(len(X) / est.batch_size))
+    assert est.net_.history[-1]["train_batch_count"] == int(np.ceil(len(X) / est.net_.batch_size))
     assert "valid_loss" not in est.net_.history[-1]
     assert not hasattr(est, "best_epoch_")
 
@@ -152,7 +152,7 @@ def test_own_validation_data_give_the_recorded_validation_losses():
     est = MultiTaskRegressor(early_stopping=False, max_epochs=4, random_state=0)
     est.fit(X, Y, X_val=X_val, y_val=Y_val)
     # Every row of X trains: 800 rows in batches of batch_size.
-    assert est.net_.history[-1]["train_batch_count"] == int(np.ceil(800 / est.batch_size))
+    assert est.net_.history[-1]["train_batch_count"] == int(np.ceil(800 / est.net_.batch_size))
     raw = est.net_.raw_outputs(X_val)
     for t, task in enumerate(est.tasks_):
         observed = Y_val[task.name].notna().to_numpy()
@@ -240,3 +240,22 @@ def test_onnx_export_predicts_each_task_from_its_epoch(stopped_model, tmp_path):
     for task in ["scarce", "plenty"]:
         key = next(n for n in names if task in n)
         np.testing.assert_allclose(np.ravel(got[key]), expected[task], rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------
+# batch_size='auto'
+
+
+@pytest.mark.parametrize("n, expected", [(300, 64), (2000, 125), (9000, 256)])
+def test_auto_batch_size_is_a_sixteenth_of_the_training_rows_within_bounds(n, expected):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, 3)).astype(np.float32)
+    est = MultiTaskRegressor(max_epochs=1, early_stopping=False, random_state=0).fit(
+        X, X[:, 0])
+    assert est.batch_size == "auto"  # the parameter is kept as given
+    assert est.net_.batch_size == expected
+    assert est.net_.history[-1]["train_batch_count"] == int(np.ceil(n / expected))
+    # The training rows decide, not the rows held out for validation.
+    held = MultiTaskRegressor(max_epochs=1, random_state=0).fit(X, X[:, 0])
+    n_train = n - len(held.net_.train_split.keywords["valid_ds"])
+    assert held.net_.batch_size == min(256, max(64, n_train // 16))

@@ -265,7 +265,17 @@ def _layer_names(module):
 
 
 def chunk_members(members, device, max_members=None):
-    """Members in chunks that fit the memory bound (and ``max_members``)."""
+    """Members in chunks of one batch size that fit the memory bound (and
+    ``max_members``); ``batch_size='auto'`` may resolve differently for folds of
+    different sizes, and a stack steps all its members on batches of one size."""
+    by_batch = {}
+    for member in members:
+        by_batch.setdefault(int(member.estimator.net_.batch_size), []).append(member)
+    return [chunk for group in by_batch.values()
+            for chunk in _memory_chunks(group, device, max_members)]
+
+
+def _memory_chunks(members, device, max_members=None):
     if not members:
         return []
     module = members[0].estimator.net_.module_
@@ -275,7 +285,7 @@ def chunk_members(members, device, max_members=None):
                  if n.startswith("trunk") and n.endswith("bias"))
     widths += sum(p.numel() for n, p in module.named_parameters()
                   if n.startswith("heads") and n.endswith("bias"))
-    batch = int(members[0].estimator.batch_size)
+    batch = int(members[0].estimator.net_.batch_size)
     n_valid = max((len(m.valid_rows) for m in members if m.valid_rows is not None), default=0)
     per = memory_per_member(n_params, T, batch, widths + members[0].X.shape[1], n_valid)
     size = max(1, available_memory(device) // per)
@@ -316,7 +326,7 @@ class _StackedRun:
         self.members = list(members)
         self.device = torch.device(device)
         first = members[0].estimator
-        self.batch_size = int(first.batch_size)
+        self.batch_size = int(first.net_.batch_size)
         nets = [m.estimator.net_ for m in members]
         self.net = StackedMLP([net.module_ for net in nets], first.activation, self.device)
         self.templates = [net.module_ for net in nets]
