@@ -259,10 +259,12 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
             Your own validation data, in the forms of X and y (the same tasks): its
             per-task losses are recorded each epoch and, with ``early_stopping``,
             decide each task's best epoch and when to stop. All of X is then used for
-            training (``validation_fraction`` is not applied). ``Y_val`` is accepted
-            as another name of ``y_val``.
+            training (``validation_fraction`` is not applied).
         sample_weight_val : array-like of shape (n_val_samples,), default=None
             Per-row weights of the validation losses.
+        Y_val : array-like, default=None
+            Another name of ``y_val``, for those who name a multi-task target Y
+            (pass one of the two).
 
         Returns
         -------

@@ -411,8 +411,10 @@ _STACKING_DOC = """
         The most members trained in one stack (None: as many as a memory
         bound allows, a quarter of the available memory and at most 2 GiB).
 
-    Attributes (besides scikit-learn's)
-    -----------------------------------
+    Attributes
+    ----------
+    The attributes of scikit-learn's search, and:
+
     n_stacked_fits_ : int
         How many (candidate, fold) fits were trained as stack members.
     fallback_reason_ : str or None
