@@ -26,7 +26,7 @@ from .conftest import make_mixed
 # do (test_sample_weight_checks_pass_with_full_batches below runs scikit-learn's
 # own checks that way and shows them failing at the defaults).
 _SAMPLE_WEIGHT_REASON = (
-    "weight k vs k repeated rows: with mini-batches the two fits see different batches "
+    "weight k vs k repeated rows: the validation split and the mini-batches differ "
     "(see test_sample_weight_checks_pass_with_full_batches)")
 _SAMPLE_WEIGHT_CHECKS = ("check_sample_weight_equivalence_on_dense_data",
                          "check_sample_weight_equivalence_on_sparse_data")
