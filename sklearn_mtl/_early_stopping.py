@@ -47,10 +47,9 @@ def validation_split(weights, fraction, seed):
     labelled = weights > 0
     rng = np.random.default_rng(seed)
     keys = rng.random(n)  # the order in which rows are drawn, within each group
-    pattern = labelled.astype(np.int64) @ (1 << np.arange(T, dtype=np.int64)) if T < 62 \
-        else np.unique(labelled, axis=0, return_inverse=True)[1]
+    pattern = np.unique(labelled, axis=0, return_inverse=True)[1].ravel()
     valid = np.zeros(n, dtype=bool)
-    for code in np.unique(pattern):
+    for code in range(pattern.max() + 1 if n else 0):
         rows = np.flatnonzero(pattern == code)
         take = int(round(fraction * len(rows)))
         if len(rows) >= 2:
@@ -232,18 +231,23 @@ class PerTaskSnapshots(nn.Module):
         return out
 
 
+def distinct_states(task_states):
+    """``(distinct, owner)``: the different state dicts of a per-task list (tasks of one
+    epoch share the same dict object) and, per task, the index of its own."""
+    distinct, owner = [], []
+    for state in task_states:
+        index = next((i for i, seen in enumerate(distinct) if seen is state), None)
+        if index is None:
+            index = len(distinct)
+            distinct.append(state)
+        owner.append(index)
+    return distinct, owner
+
+
 def snapshot_module(module, task_states, stride):
     """A :class:`PerTaskSnapshots` from ``module`` and each task's weights (a list, one
     state dict per task; tasks with the same dict share a copy)."""
-    distinct, owner = [], []
-    for state in task_states:
-        for s, seen in enumerate(distinct):
-            if seen is state:
-                owner.append(s)
-                break
-        else:
-            owner.append(len(distinct))
-            distinct.append(state)
+    distinct, owner = distinct_states(task_states)
     width = stride * len(task_states)
     copies, columns = [], []
     for s, state in enumerate(distinct):

@@ -61,7 +61,7 @@ from ._gradients import (
     combine_with_gradients,
     trunk_shared_parameters,
 )
-from ._early_stopping import snapshot_module
+from ._early_stopping import distinct_states, snapshot_module
 from ._ensemble import check_member_weights, member_task_losses
 from ._normalization import LossNormalization
 
@@ -553,13 +553,7 @@ class MultiTaskNet(NeuralNet):
         states = self.__dict__.get("task_states")
         if not states:
             return None
-        distinct, owner = [], []
-        for state in states:
-            index = next((i for i, seen in enumerate(distinct) if seen is state), None)
-            if index is None:
-                index = len(distinct)
-                distinct.append(state)
-            owner.append(index)
+        distinct, owner = distinct_states(states)
         return {"owner": owner,
                 "states": [{k: to_array(v) for k, v in state.items()} for state in distinct]}
 

@@ -1,3 +1,7 @@
+import io
+import pickle
+
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -30,3 +34,25 @@ def _torch_threads():
     # Two cores on CI; one thread per test process keeps xdist workers from fighting.
     torch.set_num_threads(1)
     yield
+
+
+# ---------------------------------------------------------------------------
+# Round trips of a fitted estimator, shared by the persistence tests
+
+
+def pickle_round_trip(model):
+    return pickle.loads(pickle.dumps(model))
+
+
+def joblib_round_trip(model):
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer)
+    buffer.seek(0)
+    return joblib.load(buffer)
+
+
+def skops_round_trip(model):
+    """skops.io's dumps/loads, trusting the types it reports (a skip without skops)."""
+    sio = pytest.importorskip("skops.io")
+    data = sio.dumps(model)
+    return sio.loads(data, trusted=sio.get_untrusted_types(data=data))

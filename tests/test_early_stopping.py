@@ -72,9 +72,13 @@ def test_the_split_is_reproducible_and_depends_on_the_seed():
 
 
 def test_too_few_rows_to_hold_out_trains_on_all_of_them():
+    one = MultiTaskRegressor(max_epochs=2, random_state=0).fit(np.ones((1, 1), np.float32), [1.0])
+    assert "valid_loss" not in one.net_.history[-1]
+    assert not hasattr(one, "best_epoch_")
+    # Two rows: one of them is held out.
     X = np.arange(2, dtype=np.float32).reshape(-1, 1)
-    est = MultiTaskRegressor(max_epochs=2, random_state=0).fit(X, [0.0, 1.0])
-    assert "valid_loss" not in est.net_.history[-1] or len(est.net_.history) == 2
+    two = MultiTaskRegressor(max_epochs=2, random_state=0).fit(X, [0.0, 1.0])
+    assert len(two.net_.train_split.keywords["valid_ds"]) == 1
 
 
 # ----------------------------------------------------------------------

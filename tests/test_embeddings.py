@@ -3,10 +3,7 @@ bins fitted on the training rows only, and every estimator feature with an embed
 
 import copy
 import importlib.util
-import io
-import pickle
 
-import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -29,7 +26,7 @@ from sklearn_mtl._modules import MLPTrunk, MultiTaskModule, TaskHeads
 from sklearn_mtl._task_params import TaskParams
 from sklearn_mtl.architectures import MMoE, SoftSharing
 
-from .conftest import make_mixed
+from .conftest import joblib_round_trip, make_mixed, pickle_round_trip, skops_round_trip
 
 EMBEDDINGS = ["piecewise_linear", "periodic"]
 ARCHITECTURES = ["hard", "soft", "cross_stitch", "mmoe", "ple"]
@@ -380,21 +377,7 @@ def test_summary_shows_the_embedding_as_a_part():
         assert "embedding" in str(model.summary())
 
 
-def _pickle(model):
-    return pickle.loads(pickle.dumps(model))
-
-
-def _joblib(model):
-    buffer = io.BytesIO()
-    joblib.dump(model, buffer)
-    buffer.seek(0)
-    return joblib.load(buffer)
-
-
-def _skops(model):
-    sio = pytest.importorskip("skops.io")
-    data = sio.dumps(model)
-    return sio.loads(data, trusted=sio.get_untrusted_types(data=data))
+_pickle, _joblib, _skops = pickle_round_trip, joblib_round_trip, skops_round_trip
 
 
 @pytest.mark.parametrize("trip", [_pickle, _joblib, _skops, copy.deepcopy],

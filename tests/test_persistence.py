@@ -4,7 +4,6 @@ on a CPU-only machine even when it was trained on CUDA."""
 
 import copy
 import importlib.util
-import io
 import os
 import pickle
 import subprocess
@@ -22,6 +21,10 @@ from sklearn_mtl import MultiTaskClassifier, MultiTaskRegressor, MultiTaskRegres
 from sklearn_mtl.architectures import MMoE
 from sklearn_mtl.weighting import Uncertainty
 from sklearn_mtl.weighting._registry import WEIGHTINGS
+
+from .conftest import joblib_round_trip as _joblib
+from .conftest import pickle_round_trip as _pickle
+from .conftest import skops_round_trip as _skops
 
 
 def skops_io():
@@ -201,21 +204,6 @@ def test_skops_refuses_an_untrusted_file_by_default(tmp_path):
 # Round trips
 
 
-def _pickle(model):
-    return pickle.loads(pickle.dumps(model))
-
-
-def _joblib(model):
-    buffer = io.BytesIO()
-    joblib.dump(model, buffer)
-    buffer.seek(0)
-    return joblib.load(buffer)
-
-
-def _skops(model):
-    sio = skops_io()
-    data = sio.dumps(model)
-    return sio.loads(data, trusted=sio.get_untrusted_types(data=data))
 
 
 ROUND_TRIPS = {"pickle": _pickle, "joblib": _joblib, "skops": _skops, "deepcopy": copy.deepcopy}

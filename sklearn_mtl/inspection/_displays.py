@@ -121,8 +121,7 @@ class TrainingHistoryDisplay:
         model = fitted_final_step(estimator)
         if show_weights == "auto" and isinstance(model.net_.weighting, Static):
             show_weights = False  # static weights do not move (but for absent labels)
-        best_epochs = getattr(model, "best_epoch_", None) if hasattr(model, "_best_epochs") \
-            else None
+        best_epochs = getattr(model, "best_epoch_", None)  # absent without validation data
         return cls.from_history(model.net_.history, model.net_.task_names, ax=ax,
                                 show_weights=show_weights, log_scale=log_scale,
                                 best_epochs=best_epochs)
