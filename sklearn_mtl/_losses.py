@@ -7,6 +7,12 @@ weighted mean of its element losses over the rows where it has a label
 (w_it = 0 where the label is missing). Single-output tasks that share a loss
 are evaluated together in one call, because at tabular sizes the number of
 torch calls, not the arithmetic, sets the time.
+
+For the same reason, when every task's loss is a built-in one whose derivative
+has a closed form (all but the multiclass hinge), training steps go through
+:class:`_ClosedFormTaskLosses`: one autograd node that computes the element
+losses and their derivatives w.r.t. the outputs together, instead of a graph of
+a dozen slicing, masking and reducing nodes back-propagated one by one.
 """
 
 import copy
@@ -41,6 +47,32 @@ def _binary_hinge(pred, target):
     return F.relu(1.0 - (2.0 * target - 1.0) * pred)
 
 
+def _mse_grad(pred, target):
+    return 2.0 * (pred - target)
+
+
+def _mae_grad(pred, target):
+    return (pred - target).sign()
+
+
+def _huber_grad(pred, target):
+    return (pred - target).clamp(-1.0, 1.0)
+
+
+def _poisson_grad(pred, target):
+    return pred.exp() - target
+
+
+def _bce_grad(pred, target):
+    return torch.sigmoid(pred) - target
+
+
+def _binary_hinge_grad(pred, target):
+    sign = 2.0 * target - 1.0
+    # relu's derivative is 0 at 0, as autograd takes it.
+    return torch.where(sign * pred < 1.0, -sign, torch.zeros((), dtype=pred.dtype))
+
+
 #: Element-wise losses of single-output tasks: (pred (B, G), target (B, G)) -> (B, G).
 ELEMENTWISE = {
     "mse": _mse,
@@ -62,6 +94,49 @@ def _multi_hinge(logits, codes):
 
 #: Element-wise losses of multiclass tasks: (logits (B, K), codes (B,)) -> (B,).
 MULTICLASS = {"cross_entropy": _cross_entropy, "hinge": _multi_hinge}
+
+#: Derivatives w.r.t. the prediction of the element losses that have a closed form.
+ELEMENTWISE_GRAD = {_mse: _mse_grad, _mae: _mae_grad, _huber: _huber_grad,
+                    _poisson: _poisson_grad, _bce: _bce_grad, _binary_hinge: _binary_hinge_grad}
+
+
+def _cross_entropy_grad(logits, codes):
+    grad = torch.softmax(logits, 1)
+    grad[torch.arange(codes.shape[0], device=codes.device), codes] -= 1.0
+    return grad
+
+
+MULTICLASS_GRAD = {_cross_entropy: _cross_entropy_grad}
+
+
+class _ClosedFormTaskLosses(torch.autograd.Function):
+    """Per-task masked mean losses as one autograd node (see the module docstring).
+
+    ``apply(criterion, y_pred, labels, weights)`` returns the (T,) losses; the
+    denominators are computed by the caller. Backward: task t's loss is
+    ``sum_i w_it l_it / sum_i w_it``, so its gradient w.r.t. row i's outputs is
+    ``w_it / sum_i w_it`` times the element loss's derivative, which forward
+    keeps (masked rows get exactly 0).
+    """
+
+    @staticmethod
+    def forward(ctx, criterion, y_pred, labels, weights):
+        E, D, multiclass = criterion.element_losses_and_grads(y_pred, labels)
+        observed = weights > 0
+        zero = torch.zeros((), dtype=E.dtype, device=E.device)
+        E, D = torch.where(observed, E, zero), torch.where(observed, D, zero)
+        denominators = weights.sum(0).clamp_min(1e-12)
+        coef = torch.where(observed, weights / denominators, zero)
+        ctx.criterion, ctx.shape = criterion, y_pred.shape
+        ctx.save_for_backward(coef, D, *multiclass)
+        return (weights * E).sum(0) / denominators
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_losses):
+        coef, D, *multiclass = ctx.saved_tensors
+        scale = coef * grad_losses.to(coef.dtype)
+        return None, ctx.criterion.output_grad(scale, D, multiclass, ctx.shape), None, None
 
 
 def _elementwise_callable(loss):
@@ -127,19 +202,66 @@ class MultiTaskLoss(nn.Module):
                 if consecutive else None)
         self.register_buffer("_inverse", torch.tensor(inverse), persistent=False)
         self._identity_order = order == list(range(self.n_tasks))
+        # Whether every loss has a closed-form derivative (see _ClosedFormTaskLosses).
+        self.closed_form = (all(fn in ELEMENTWISE_GRAD for fn, _ in self.groups)
+                            and all(fn in MULTICLASS_GRAD for _, _, fn, _ in self.others))
+
+    def element_losses_and_grads(self, y_pred, labels):
+        """(E (B, T), D (B, T), multiclass): the element losses, the derivatives of the
+        single-output ones w.r.t. their prediction (0 in multiclass columns), and
+        per multiclass task the (B, K) derivative w.r.t. its logits; only for
+        ``closed_form`` criteria. No graph is recorded."""
+        with torch.no_grad():
+            E_parts, D_parts, multiclass = [], [], []
+            for j, (fn, _) in enumerate(self.groups):
+                pred, target = self._group_operands(j, y_pred, labels)
+                E_parts.append(fn(pred, target))
+                D_parts.append(ELEMENTWISE_GRAD[fn](pred, target))
+            for t, _, fn, _ in self.others:
+                start = t * self.stride
+                logits = y_pred[:, start:start + self.n_outputs[t]]
+                codes = labels[:, t].long()
+                E_parts.append(fn(logits, codes).unsqueeze(1))
+                D_parts.append(torch.zeros_like(E_parts[-1]))
+                multiclass.append(MULTICLASS_GRAD[fn](logits, codes))
+            E, D = (E_parts[0], D_parts[0]) if len(E_parts) == 1 else (
+                torch.cat(E_parts, 1), torch.cat(D_parts, 1))
+            if not self._identity_order:
+                E, D = E.index_select(1, self._inverse), D.index_select(1, self._inverse)
+        return E, D, multiclass
+
+    def output_grad(self, scale, D, multiclass, shape):
+        """The gradient w.r.t. the packed output ``shape`` from the per-(row, task)
+        scale ``w_it / sum_i w_it * dLoss/dL_t`` (B, T) and the element derivatives."""
+        G = scale * D
+        if self.stride == 1 and not multiclass:
+            return G  # one column per task, in task order
+        grad = G.new_zeros(shape)
+        for j, (fn, idx) in enumerate(self.groups):
+            views = self._views[j]
+            if views is not None:
+                grad[:, views[0]] = G[:, views[1]]
+            else:
+                grad.index_copy_(1, getattr(self, f"_col_idx_{j}"),
+                                 G.index_select(1, getattr(self, f"_task_idx_{j}")))
+        for (t, *_), g in zip(self.others, multiclass):
+            start = t * self.stride
+            grad[:, start:start + self.n_outputs[t]] = scale[:, t:t + 1] * g
+        return grad
+
+    def _group_operands(self, j, y_pred, labels):
+        """(prediction, target) columns of single-output group j."""
+        views = self._views[j]
+        if views is not None:
+            return y_pred[:, views[0]], labels[:, views[1]]
+        return (y_pred.index_select(1, getattr(self, f"_col_idx_{j}")),
+                labels.index_select(1, getattr(self, f"_task_idx_{j}")))
 
     def element_losses(self, y_pred, labels, weights):
         """(B, T) element losses; entries of non-elementwise callables are 0 and
         their task losses come from :meth:`_reduced_losses`."""
-        parts = []
-        for j, (fn, _) in enumerate(self.groups):
-            views = self._views[j]
-            if views is not None:
-                parts.append(fn(y_pred[:, views[0]], labels[:, views[1]]))
-                continue
-            cols = getattr(self, f"_col_idx_{j}")
-            tidx = getattr(self, f"_task_idx_{j}")
-            parts.append(fn(y_pred.index_select(1, cols), labels.index_select(1, tidx)))
+        parts = [fn(*self._group_operands(j, y_pred, labels))
+                 for j, (fn, _) in enumerate(self.groups)]
         for t, kind, fn, elementwise in self.others:
             start = t * self.stride
             pred = y_pred[:, start:start + self.n_outputs[t]]
@@ -164,6 +286,9 @@ class MultiTaskLoss(nn.Module):
         T = self.n_tasks
         # Columns after the 2T (member row masks) belong to the member axis.
         labels, weights = y_true[:, :T], y_true[:, T:2 * T]
+        if self.closed_form and y_pred.requires_grad and torch.is_grad_enabled():
+            losses = _ClosedFormTaskLosses.apply(self, y_pred, labels, weights)
+            return losses, weights.sum(0)
         E = self.element_losses(y_pred, labels, weights)
         # where(), not a product alone: a masked entry must not leak NaN or inf.
         E = torch.where(weights > 0, E, torch.zeros((), dtype=E.dtype, device=E.device))

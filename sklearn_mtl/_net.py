@@ -63,6 +63,7 @@ from ._gradients import (
 )
 from ._early_stopping import distinct_states, snapshot_module
 from ._ensemble import check_member_weights, member_task_losses
+from ._fused_optim import FusedAdamStep
 from ._normalization import LossNormalization
 
 PRECISIONS = ("float32", "bf16")
@@ -771,6 +772,9 @@ class MultiTaskNet(NeuralNet):
         self.__dict__["_held_mode"] = training
         self.__dict__["_lean_step"] = training and not any(
             _needs_closure(getattr(self, name + "_")) for name in self._optimizers)
+        # The fused update is planned after the optimizer's own first step of the
+        # epoch, once its state exists (see ._fused_optim).
+        self.__dict__["_fused_update"] = None
         losses, sizes = [], []
         try:
             for batch in iterator:
@@ -780,6 +784,7 @@ class MultiTaskNet(NeuralNet):
         finally:
             self.__dict__["_held_mode"] = None
             self.__dict__["_lean_step"] = False
+            self.__dict__["_fused_update"] = None
         values = torch.stack(losses).float().cpu().tolist() if losses else []
         loss_key, size_key = prefix + "_loss", prefix + "_batch_size"
         self.history[-1]["batches"].extend(
@@ -844,9 +849,20 @@ class MultiTaskNet(NeuralNet):
         if self.__dict__.get("_lean_step"):
             # skorch's step without the closure and the on_grad_computed dispatch,
             # which no callback listens to here (checked once per epoch).
-            self._zero_grad_optimizer(set_to_none=True)
-            step = self.train_step_single(batch, **fit_params)
-            self._step_optimizer(None)
+            update = self.__dict__.get("_fused_update")
+            if update:
+                update.zero_grad()
+                step = self.train_step_single(batch, **fit_params)
+                update.step()
+            else:
+                self._zero_grad_optimizer(set_to_none=True)
+                step = self.train_step_single(batch, **fit_params)
+                self._step_optimizer(None)
+                if update is None:  # planned once per epoch; False: does not apply
+                    self.__dict__["_fused_update"] = (
+                        len(self._optimizers) == 1
+                        and FusedAdamStep.for_optimizer(getattr(self, self._optimizers[0] + "_"))
+                        or False)
         else:
             step = super().train_step(batch, **fit_params)
         if self.weighting.needs_losses_after_step:

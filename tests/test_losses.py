@@ -192,3 +192,80 @@ def test_grouped_tasks_equal_one_by_one():
         single = MultiTaskLoss(["regression"], [name], [1], 1)
         expected, _ = single(out[:, t:t + 1], torch.cat([lab[:, t:t + 1], w[:, t:t + 1]], 1))
         torch.testing.assert_close(losses[t], expected[0])
+
+
+# The closed-form node (one autograd node for every task's loss) against autograd
+# through the element losses: same values, same gradients, for every loss with a
+# closed-form derivative, tasks in any order, padded outputs, missing labels,
+# fractional weights and non-finite values at masked entries.
+_CLOSED_FORM_CASES = {
+    "regression losses": (["regression"] * 4, ["mse", "mae", "huber", "poisson"], [1, 1, 1, 1]),
+    "binary losses": (["binary", "binary"], ["bce", "hinge"], [1, 1]),
+    "interleaved, padded": (["binary", "multiclass", "regression", "binary", "multiclass"],
+                            ["bce", "cross_entropy", "mse", "hinge", "cross_entropy"],
+                            [1, 4, 1, 1, 3]),
+}
+
+
+def _closed_form_inputs(kinds, n_out, seed=0, n=40):
+    g = torch.Generator().manual_seed(seed)
+    stride = max(n_out)
+    y_pred = torch.randn(n, len(kinds) * stride, generator=g, dtype=torch.float64)
+    cols = []
+    for kind, k in zip(kinds, n_out):
+        if kind == "regression":
+            cols.append(torch.randn(n, generator=g, dtype=torch.float64).abs())
+        else:
+            cols.append(torch.randint(0, max(k, 2), (n,), generator=g).double())
+    labels = torch.stack(cols, 1)
+    weights = torch.rand(n, len(kinds), generator=g, dtype=torch.float64) + 0.5
+    weights[torch.rand(n, len(kinds), generator=g) < 0.3] = 0.0
+    # Wild but valid values at masked entries: they must not matter.
+    wild = torch.tensor([1e6 if kind == "regression" else 1.0 for kind in kinds],
+                        dtype=torch.float64).expand_as(labels)
+    labels = torch.where(weights > 0, labels, wild)
+    return y_pred, labels, weights, stride
+
+
+@pytest.mark.parametrize("case", sorted(_CLOSED_FORM_CASES))
+def test_closed_form_losses_and_gradients_equal_autograd(case):
+    kinds, names, n_out = _CLOSED_FORM_CASES[case]
+    y_pred, labels, weights, stride = _closed_form_inputs(kinds, n_out)
+    y_true = torch.cat([labels, weights], 1)
+    criterion = MultiTaskLoss(kinds, names, n_out, stride)
+    assert criterion.closed_form
+    reference = MultiTaskLoss(kinds, names, n_out, stride)
+    reference.closed_form = False  # autograd through the element losses
+    coefs = torch.linspace(0.5, 2.0, len(kinds), dtype=torch.float64)
+    results = []
+    for crit in (criterion, reference):
+        pred = y_pred.clone().requires_grad_()
+        losses, den = crit(pred, y_true)
+        (grad,) = torch.autograd.grad((coefs * losses).sum(), pred)
+        results.append((losses.detach(), den, grad))
+    (losses, den, grad), (ref_losses, ref_den, ref_grad) = results
+    assert torch.isfinite(losses).all() and torch.isfinite(grad).all()
+    torch.testing.assert_close(losses, ref_losses, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(den, ref_den)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-12)
+    # Padded columns get no gradient.
+    for t, k in enumerate(n_out):
+        assert not grad[:, t * stride + k:(t + 1) * stride].any()
+    # NaN at the masked entries of single-output tasks leaks into neither losses nor
+    # gradients (autograd through the element losses would give 0 * NaN there).
+    single = torch.tensor([k == 1 and kind != "multiclass" for kind, k in zip(kinds, n_out)])
+    nan_labels = torch.where((weights == 0) & single, float("nan"), labels)
+    pred = y_pred.clone().requires_grad_()
+    nan_losses, _ = criterion(pred, torch.cat([nan_labels, weights], 1))
+    (nan_grad,) = torch.autograd.grad((coefs * nan_losses).sum(), pred)
+    torch.testing.assert_close(nan_losses.detach(), losses, rtol=0, atol=0)
+    torch.testing.assert_close(nan_grad, grad, rtol=0, atol=0)
+
+
+def test_closed_form_applies_only_where_every_loss_has_one():
+    assert not MultiTaskLoss(["multiclass"], ["hinge"], [3], 3).closed_form
+    assert not MultiTaskLoss(["regression"], [torch.nn.MSELoss()], [1], 1).closed_form
+    crit = MultiTaskLoss(["regression"], ["mse"], [1], 1)
+    y_pred = torch.randn(5, 1)
+    losses, _ = crit(y_pred, torch.cat([torch.randn(5, 1), torch.ones(5, 1)], 1))
+    assert losses.grad_fn is None  # no graph without a gradient to compute
