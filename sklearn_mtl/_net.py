@@ -63,7 +63,9 @@ from ._gradients import (
 )
 from ._early_stopping import distinct_states, snapshot_module
 from ._ensemble import check_member_weights, member_task_losses
+from ._direct_step import DirectStep
 from ._fused_optim import FusedAdamStep
+from ._threads import SMALL_STEP_MACS, ThreadTuner, step_macs
 from ._normalization import LossNormalization
 
 PRECISIONS = ("float32", "bf16")
@@ -82,10 +84,6 @@ _HOST_CHUNK_BYTES = 16 << 20
 _DEVICE_CHUNK_BYTES = 128 << 20
 # Per-step values kept before they are folded into the epoch's running sums.
 _FOLD_EVERY = 256
-# Below this many multiply-adds per forward step (batch rows x weights), extra
-# intra-op threads cost more in synchronisation than they save (see
-# MultiTaskNet._thread_scope).
-_SMALL_STEP_MACS = 1 << 26
 
 
 def inference_only(module):
@@ -420,7 +418,9 @@ class MultiTaskNet(NeuralNet):
     n_threads : "auto", None or int
         Intra-op CPU threads during ``fit``, restored afterwards. "auto": one
         thread when the per-step work is small (tabular networks, where thread
-        synchronisation costs more than it saves), else unchanged. None: unchanged.
+        synchronisation costs more than it saves); for large steps, one thread or
+        the caller's count, whichever trains faster in the first steps
+        (:mod:`sklearn_mtl._threads`). None: unchanged.
     loss_normalization : {'none', 'initial', 'running_mean'}, default='none'
         Per-task division of the training losses before the strategy sees them
         (see :mod:`sklearn_mtl._normalization`); validation losses
@@ -775,6 +775,8 @@ class MultiTaskNet(NeuralNet):
         # The fused update is planned after the optimizer's own first step of the
         # epoch, once its state exists (see ._fused_optim).
         self.__dict__["_fused_update"] = None
+        self.__dict__["_direct_step"] = (DirectStep.for_net(self)
+                                         if self.__dict__["_lean_step"] else None)
         losses, sizes = [], []
         try:
             for batch in iterator:
@@ -785,6 +787,7 @@ class MultiTaskNet(NeuralNet):
             self.__dict__["_held_mode"] = None
             self.__dict__["_lean_step"] = False
             self.__dict__["_fused_update"] = None
+            self.__dict__["_direct_step"] = None
         values = torch.stack(losses).float().cpu().tolist() if losses else []
         loss_key, size_key = prefix + "_loss", prefix + "_batch_size"
         self.history[-1]["batches"].extend(
@@ -846,17 +849,27 @@ class MultiTaskNet(NeuralNet):
         return step
 
     def train_step(self, batch, **fit_params):
+        tuner = self.__dict__.get("_thread_tuner")
+        if tuner is None or tuner.chosen is not None:
+            return self._train_step(batch, **fit_params)
+        tuner.before_step()
+        step = self._train_step(batch, **fit_params)
+        tuner.after_step()
+        return step
+
+    def _train_step(self, batch, **fit_params):
         if self.__dict__.get("_lean_step"):
             # skorch's step without the closure and the on_grad_computed dispatch,
             # which no callback listens to here (checked once per epoch).
             update = self.__dict__.get("_fused_update")
             if update:
                 update.zero_grad()
-                step = self.train_step_single(batch, **fit_params)
-                update.step()
             else:
                 self._zero_grad_optimizer(set_to_none=True)
-                step = self.train_step_single(batch, **fit_params)
+            step = self._direct_or_autograd_step(batch, **fit_params)
+            if update:
+                update.step()
+            else:
                 self._step_optimizer(None)
                 if update is None:  # planned once per epoch; False: does not apply
                     self.__dict__["_fused_update"] = (
@@ -879,6 +892,19 @@ class MultiTaskNet(NeuralNet):
             self.weighting_.after_step(losses, present)
         return step
 
+    def _direct_or_autograd_step(self, batch, **fit_params):
+        """skorch's ``train_step_single``, or the same step with the gradients written
+        out (:class:`~sklearn_mtl._direct_step.DirectStep`) where that applies."""
+        direct = self.__dict__.get("_direct_step")
+        Xi, yi = batch
+        if (direct is None or fit_params or not torch.is_tensor(Xi) or Xi.dtype != torch.float32
+                or Xi.device != yi.device or Xi.device != direct.device):
+            return self.train_step_single(batch, **fit_params)
+        losses, denominators, weights, total, y_pred = direct(Xi, yi)
+        self._accumulate("train", losses, denominators)
+        self._accumulate_weights(weights)
+        return {"loss": total, "y_pred": y_pred}
+
     def partial_fit(self, X, y=None, classes=None, **fit_params):
         # The epochs this call runs, for epoch-level progress bars (skorch tells the
         # callbacks nothing of them).
@@ -891,28 +917,27 @@ class MultiTaskNet(NeuralNet):
 
     @contextlib.contextmanager
     def _thread_scope(self, X):
-        """Intra-op threads for this fit (see ``n_threads``); the caller's setting is
-        restored afterwards.
-
-        Measured on 2-core machines shared with other processes, with the
-        classic two-head network (64-64 trunk, ~8,000 weights): two threads
-        were 10-50x slower than one at batches 256 to 4096 (every small op
-        waits for a thread that is descheduled), and never faster. The cut-off
-        (batch rows x weights < 2^26, e.g. that network up to batch ~8,000)
-        leaves wide networks with large batches, where threads pay off, alone.
-        """
+        """Intra-op threads for this fit (see ``n_threads`` and :mod:`._threads`); the
+        caller's setting is restored afterwards. ``threads_`` is the count used."""
         wanted = self._wanted_threads(X)
         previous = torch.get_num_threads()
-        if wanted is None or wanted == previous:
-            yield
-            return
-        torch.set_num_threads(wanted)
+        tuner = None
+        if isinstance(wanted, tuple):
+            tuner = ThreadTuner(wanted)
+        elif wanted is not None and wanted != previous:
+            torch.set_num_threads(wanted)
+        self.__dict__["_thread_tuner"] = tuner
         try:
             yield
         finally:
+            self.__dict__["_thread_tuner"] = None
+            self.threads_ = (tuner.chosen if tuner is not None and tuner.chosen is not None
+                             else torch.get_num_threads())
             torch.set_num_threads(previous)
 
     def _wanted_threads(self, X):
+        """None (leave the setting), a thread count, or a tuple of candidate counts to
+        choose from by timing steps (:class:`~sklearn_mtl._threads.ThreadTuner`)."""
         n_threads = self.n_threads
         if n_threads is None:
             return None
@@ -920,11 +945,13 @@ class MultiTaskNet(NeuralNet):
             return int(n_threads)
         if _is_cuda(self.device):
             return None
-        weights = sum(p.numel() for p in self.module_.parameters() if p.dim() >= 2)
         batch = self.get_params_for("iterator_train").get("batch_size", self.batch_size)
         if batch == -1 and hasattr(X, "__len__"):
             batch = len(X)
-        return 1 if int(batch) * weights < _SMALL_STEP_MACS else None
+        available = torch.get_num_threads()
+        if available == 1 or step_macs(self.module_, batch) < SMALL_STEP_MACS:
+            return 1
+        return (1, available)
 
     def get_default_callbacks(self):
         return super().get_default_callbacks() + [("task_losses", TaskLossLogger()),

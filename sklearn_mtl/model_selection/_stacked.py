@@ -44,14 +44,13 @@ import numpy as np
 import torch
 
 from .._modules import TaskParallelLinear, make_activation
+from .._threads import SMALL_STEP_MACS, ThreadTuner
 
 #: Fraction of the available memory a stacked chunk may use, and a cap.
 _MEMORY_FRACTION = 0.25
 _MEMORY_CAP = 2 << 30
 #: Rows (members x rows) per validation forward pass.
 _VALID_ROWS = 1 << 16
-#: See sklearn_mtl._net._SMALL_STEP_MACS: below it one intra-op thread is faster.
-_SMALL_STEP_MACS = 1 << 26
 
 
 class Member:
@@ -299,20 +298,27 @@ def train_members(members, device):
     member's net then holds its trained weights. A member whose training fails gets
     ``member.error``; the others are not affected."""
     run = _StackedRun(members, device)
-    with _threads(run.step_macs()):
+    with _threads(run.step_macs(), run.device) as tuner:
+        run.tuner = tuner
         run.run()
 
 
 class _threads:
-    """One intra-op thread for small steps (see sklearn_mtl._net.MultiTaskNet)."""
+    """Intra-op threads for a stacked run, as a single fit chooses them
+    (:mod:`sklearn_mtl._threads`): one for small steps, else measured on the first
+    steps; the caller's setting is restored afterwards."""
 
-    def __init__(self, macs):
-        self.wanted = 1 if macs < _SMALL_STEP_MACS else None
+    def __init__(self, macs, device):
+        self.macs, self.cuda = macs, torch.device(device).type == "cuda"
 
     def __enter__(self):
         self.previous = torch.get_num_threads()
-        if self.wanted is not None and self.wanted != self.previous:
-            torch.set_num_threads(self.wanted)
+        if self.cuda:
+            return None
+        if self.previous == 1 or self.macs < SMALL_STEP_MACS:
+            torch.set_num_threads(1)
+            return None
+        return ThreadTuner((1, self.previous))
 
     def __exit__(self, *exc):
         if torch.get_num_threads() != self.previous:
@@ -321,6 +327,9 @@ class _threads:
 
 class _StackedRun:
     """The state of one stacked training run (see the module docstring)."""
+
+    #: The thread tuner of this run (set by train_members), or None.
+    tuner = None
 
     def __init__(self, members, device):
         self.members = list(members)
@@ -422,8 +431,13 @@ class _StackedRun:
         for s in range(n_steps):
             sl = slice(s * B, (s + 1) * B)
             active = rows_per_step[:, s] > 0
+            tuner = self.tuner if self.tuner is not None and self.tuner.chosen is None else None
+            if tuner is not None:
+                tuner.before_step()
             loss = self._train_step(x_idx[:, sl], t_idx[:, sl], valid_d[:, sl], active,
                                     dropout)
+            if tuner is not None:
+                tuner.after_step()
             train_sum += loss
         self.train_means = (train_sum / n_steps).cpu().numpy()  # finiteness only
         self.epochs[live] += 1

@@ -1,0 +1,118 @@
+"""The written-out training step gives the model autograd gives.
+
+Each case fits the same estimator twice: once as it trains by default, once with
+the written-out step turned off (autograd through the network); the parameters,
+the losses in the history and the predictions must agree to float32 rounding.
+Each case also checks that the written-out step really ran (or really did not,
+where it must not apply).
+"""
+
+import numpy as np
+import pytest
+import torch
+
+import sklearn_mtl._direct_step as direct_module
+import sklearn_mtl._net as net_module
+from sklearn_mtl import MultiTaskRegressorClassifier
+
+from .conftest import make_mixed
+
+
+def _fit(monkeypatch, direct, **params):
+    calls = []
+    original = direct_module.DirectStep.__call__
+
+    def counted(self, X, y):
+        calls.append(X.shape[0])
+        return original(self, X, y)
+
+    with monkeypatch.context() as m:
+        m.setattr(direct_module.DirectStep, "__call__", counted)
+        if not direct:
+            m.setattr(net_module.DirectStep, "for_net", classmethod(lambda cls, net: None))
+        X, Y = make_mixed(n=240, seed=2, missing=0.25)
+        settings = dict(hidden_layer_sizes=(16, 12), head_hidden_sizes=(8,), batch_size=32,
+                        max_epochs=3, lr=1e-2, random_state=0, early_stopping=False)
+        settings.update(params)
+        est = MultiTaskRegressorClassifier(**settings).fit(X, Y)
+    return est, X, len(calls)
+
+
+def _assert_same_model(a, b, X):
+    pa = dict(a.net_.module_.named_parameters())
+    for name, p in b.net_.module_.named_parameters():
+        np.testing.assert_allclose(pa[name].detach().numpy(), p.detach().numpy(),
+                                   rtol=2e-5, atol=2e-6, err_msg=name)
+    for key in ("train_loss",) + tuple(f"train_loss_{t}" for t in a.task_names_):
+        np.testing.assert_allclose(a.history_[:, key], b.history_[:, key], rtol=2e-5)
+    np.testing.assert_allclose(a.predict(X)["value"].to_numpy(float),
+                               b.predict(X)["value"].to_numpy(float), rtol=1e-4, atol=1e-4)
+
+
+CASES = {
+    "defaults": {},
+    "tanh": {"activation": "tanh"},
+    "logistic": {"activation": "logistic"},
+    "identity": {"activation": "identity"},
+    "elu": {"activation": "elu"},
+    "leaky_relu": {"activation": "leaky_relu"},
+    "dropout": {"dropout": 0.3},
+    "l1 and alpha": {"l1": 1e-3, "alpha": 1e-3},
+    "no head hidden layer": {"head_hidden_sizes": ()},
+    "loss weights": {"loss_weights": {"value": 0.5, "flag": 2.0, "level": 1.0}},
+    "uncertainty (learned parameters)": {"weighting": "uncertainty"},
+    "dwa": {"weighting": "dwa"},
+    "rlw (random weights)": {"weighting": "rlw"},
+    "famo (losses after the step)": {"weighting": "famo"},
+    "running-mean normalisation": {"loss_normalization": "running_mean"},
+    "adamw": {"optimizer": "adamw", "alpha": 1e-2},
+    "sgd": {"optimizer": "sgd", "lr": 1e-2},
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_written_out_step_equals_autograd(monkeypatch, case):
+    fast, X, n_direct = _fit(monkeypatch, True, **CASES[case])
+    slow, _, n_slow = _fit(monkeypatch, False, **CASES[case])
+    assert n_direct == fast.net_.history[-1, "train_batch_count"] * 3
+    assert n_slow == 0
+    _assert_same_model(fast, slow, X)
+
+
+@pytest.mark.parametrize("params", [
+    {"weighting": "pcgrad"},  # needs per-task gradients
+    {"activation": "gelu"},  # no written-out derivative
+    {"precision": "bf16"},
+    {"ensemble_size": 2},
+    {"feature_embedding": "periodic"},
+    {"losses": {"value": torch.nn.L1Loss()}},  # a torch loss callable
+], ids=lambda p: next(iter(p)) + "=" + str(next(iter(p.values())))[:12])
+def test_other_configurations_keep_the_autograd_step(monkeypatch, params):
+    _, _, n_direct = _fit(monkeypatch, True, max_epochs=1, **params)
+    assert n_direct == 0
+
+
+def test_per_batch_callbacks_keep_skorch_loop(monkeypatch):
+    from skorch.callbacks import Callback
+
+    class PerBatch(Callback):
+        def on_batch_end(self, net, **kwargs):
+            pass
+
+    _, _, n_direct = _fit(monkeypatch, True, max_epochs=1, callbacks=[PerBatch()])
+    assert n_direct == 0
+
+
+def test_a_forward_hook_keeps_the_autograd_step():
+    X, Y = make_mixed(n=100, seed=0)
+    est = MultiTaskRegressorClassifier(hidden_layer_sizes=(8,), max_epochs=1,
+                                       early_stopping=False, random_state=0).fit(X, Y)
+    assert direct_module.DirectStep.for_net(est.net_) is not None
+    seen = []
+    handle = est.net_.module_.trunk.register_forward_hook(lambda *args: seen.append(1))
+    try:
+        assert direct_module.DirectStep.for_net(est.net_) is None
+    finally:
+        handle.remove()
+    est.net_.module_.trunk.layers[0].weight.requires_grad_(False)  # a frozen parameter
+    assert direct_module.DirectStep.for_net(est.net_) is None
