@@ -16,9 +16,14 @@ computes (tested against it), from about half the time per step.
 The loss-weighting strategy stays generic: its ``combine`` runs under autograd
 on a leaf copy of the (T,) task losses, which gives ``dLoss/dL_t`` and the
 gradients of any parameters it has (a graph of a few nodes, not of the
-network). Strategies that need per-task gradients, user modules, frozen
-parameters, hooks, other activations, bf16 and compiled modules keep the
-autograd step: :meth:`DirectStep.for_net` returns None for them.
+network). Strategies that combine per-task gradients get them the same way as
+from :mod:`sklearn_mtl._gradients`, without its vmapped passes: each head
+carries only its task's gradient, so one pass through the heads gives every
+task's gradient of the representation (T, B, D), and one pass of that stack
+through the trunk gives every task's gradient of the shared parameters, a few
+batched products per layer. User modules, frozen parameters, hooks, other
+activations, bf16, compiled modules and loss normalisation with a gradient
+method keep the autograd step: :meth:`DirectStep.for_net` returns None for them.
 """
 
 import torch
@@ -26,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as _module_globals
 
+from . import _gradients
 from ._modules import MLPTrunk, MultiTaskModule, TaskHeads, TaskParallelLinear
 from .weighting.static import StaticState
 
@@ -60,6 +66,27 @@ _ACTIVATIONS = {
     nn.ELU: (lambda x, m: F.elu(x, m.alpha), _elu_grad),
 }
 _ONE_ARG = (nn.ReLU, nn.Tanh, nn.Sigmoid)
+#: In-place forms, applied to a linear layer's output buffer.
+_IN_PLACE = {
+    nn.ReLU: lambda x, m: x.relu_(),
+    nn.Tanh: lambda x, m: x.tanh_(),
+    nn.Sigmoid: lambda x, m: x.sigmoid_(),
+    nn.LeakyReLU: lambda x, m: F.leaky_relu_(x, m.negative_slope),
+    nn.ELU: lambda x, m: F.elu_(x, m.alpha),
+}
+
+
+def _tanh_grad_into(out, buf):
+    return torch.mul(out, out, out=buf).neg_().add_(1.0)
+
+
+def _sigmoid_grad_into(out, buf):
+    torch.mul(out, out, out=buf)
+    return torch.sub(out, buf, out=buf)
+
+
+#: Derivatives written into a buffer (ReLU's backward writes into the gradient instead).
+_DERIVATIVE_INTO = {nn.Tanh: _tanh_grad_into, nn.Sigmoid: _sigmoid_grad_into}
 
 
 def _plan_layers(sequential, linear_type):
@@ -89,8 +116,10 @@ def _hooked(module):
             or _module_globals._global_backward_pre_hooks):
         return True
     for m in module.modules():
-        if (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
-                or m._backward_pre_hooks):
+        # The engine's own probe (KeepOutput) serves the autograd step only.
+        forward = [h for h in m._forward_hooks.values()
+                   if not isinstance(h, _gradients.KeepOutput)]
+        if forward or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
             return True
     return any(p._backward_hooks for p in module.parameters())
 
@@ -108,19 +137,29 @@ class DirectStep:
         self.criterion = net.criterion_
         self.n_tasks = self.criterion.n_tasks
         self.state = net.weighting_
+        self.mode = net.weighting.needs_grads
+        self.shared = _gradients.trunk_shared_parameters(net.module_.trunk)[0]
+        self.head_linears = [layer for kind, layer in head_plan if kind == "linear"]
         self.static = type(self.state) is StaticState
         self.strategy_params = [p for p in self.state.parameters() if p.requires_grad]
         self.l1_weights = ([p for name, p in net.module_.named_parameters()
                             if name.rsplit(".", 1)[-1] == "weight"] if net.l1 else [])
+        self._workspaces = {}  # batch rows -> {key: buffer}
+        self._grads = {}  # parameter -> its gradient buffer
 
     @classmethod
     def for_net(cls, net):
         """A :class:`DirectStep` for ``net`` in its current configuration, or None."""
         module = getattr(net, "module_", None)
+        mode = net.weighting.needs_grads
+        normalization = getattr(net, "loss_normalization_", None)
         if (type(module) is not MultiTaskModule or module.check_rows
-                or module.keep_representation or net.compile or net.precision != "float32"
+                or net.compile or net.precision != "float32"
                 or type(module.trunk) is not MLPTrunk or type(module.heads) is not TaskHeads
-                or net.weighting.needs_grads is not None or not net.criterion_.closed_form
+                or mode not in (None, "params", "representation")
+                or (mode is not None and (_gradients.GRADIENT_ENGINE != "batched" or (
+                    normalization is not None and normalization.active)))
+                or not net.criterion_.closed_form
                 or net.member_weights is not None or _hooked(module)
                 or not all(p.requires_grad and p.dtype == torch.float32
                            for p in module.parameters())):
@@ -132,64 +171,183 @@ class DirectStep:
         return cls(net, trunk_plan, head_plan)
 
     # ------------------------------------------------------------------
-    # Layers: forward keeps (kind, module, kept) per layer, backward pops it.
+    # Layers. Forward keeps (position, kind, module, kept) per layer on a tape,
+    # backward pops it. Every batch-sized intermediate is written into a buffer of
+    # the batch size's workspace (``out=`` and in-place ops), and the parameters'
+    # gradients into buffers kept from step to step: no step allocates memory for
+    # them, so none pays for the fresh pages a large allocation gets from the OS
+    # (at batch 4096 that was about half of a step).
 
     @staticmethod
-    def _forward(plan, h, tape):
-        for kind, layer in plan:
+    def _buffer(ws, key, shape, like):
+        buf = ws.get(key)
+        if buf is None or buf.shape != shape:
+            buf = ws[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return buf
+
+    def _forward(self, plan, h, tape, ws, prefix):
+        owned = False  # whether h is a workspace buffer this pass may overwrite
+        for i, (kind, layer) in enumerate(plan):
+            key = (prefix, i)
             if kind == "linear":
-                tape.append((kind, layer, h))
+                tape.append((key, kind, layer, h))
+                B = h.shape[0]
                 if isinstance(layer, nn.Linear):
-                    h = torch.addmm(layer.bias, h, layer.weight.t())
+                    h = torch.addmm(layer.bias, h, layer.weight.t(),
+                                    out=self._buffer(ws, key, (B, layer.out_features), h))
                 elif h.dim() == 2:
-                    h = torch.addmm(layer.bias.view(-1), h, layer.weight.view(layer.in_features, -1)
-                                    ).view(h.shape[0], layer.n_tasks, layer.out_features)
+                    W = layer.weight.view(layer.in_features, -1)
+                    h = torch.addmm(layer.bias.view(-1), h, W,
+                                    out=self._buffer(ws, key, (B, W.shape[1]), h)
+                                    ).view(B, layer.n_tasks, layer.out_features)
                 else:
+                    buf = self._buffer(ws, key, (layer.n_tasks, B, layer.out_features), h)
                     h = torch.baddbmm(layer.bias.unsqueeze(1), h.transpose(0, 1),
-                                      layer.weight.transpose(0, 1)).transpose(0, 1)
+                                      layer.weight.transpose(0, 1), out=buf).transpose(0, 1)
+                owned = True
             elif kind == "activation":
                 forward, _ = _ACTIVATIONS[type(layer)]
-                h = forward(h) if type(layer) in _ONE_ARG else forward(h, layer)
-                tape.append((kind, layer, h))
-            elif layer.p > 0:  # dropout, as torch draws it: a Bernoulli mask scaled by 1/(1-p)
-                if layer.p >= 1:
-                    mask = torch.zeros_like(h)
+                if owned and type(layer) in _IN_PLACE:
+                    h = _IN_PLACE[type(layer)](h, layer)
                 else:
-                    mask = torch.empty_like(h).bernoulli_(1 - layer.p).div_(1 - layer.p)
-                h = h * mask
-                tape.append((kind, layer, mask))
+                    h = forward(h) if type(layer) in _ONE_ARG else forward(h, layer)
+                tape.append((key, kind, layer, h))
+            elif layer.p > 0:  # dropout, as torch draws it: a Bernoulli mask scaled by 1/(1-p)
+                mask = self._buffer(ws, (prefix, i, "mask"), h.shape, h)
+                if layer.p >= 1:
+                    mask.zero_()
+                else:
+                    mask.bernoulli_(1 - layer.p).div_(1 - layer.p)
+                h = torch.mul(h, mask, out=self._buffer(ws, (prefix, i, "out"), h.shape, h))
+                tape.append((key, kind, layer, mask))
+                owned = True
         return h
 
-    @staticmethod
-    def _backward(tape, g, grads, need_input_grad):
-        """Back through ``tape`` from the output gradient ``g``; parameter gradients
-        go to ``grads`` (param -> tensor). Returns the input's gradient (None when
-        not needed)."""
+    def _backward(self, tape, g, ws, need_input_grad, per_task_input=False):
+        """Back through ``tape`` from the output gradient ``g`` (which this pass may
+        overwrite); parameter gradients go to the gradient buffers. Returns the
+        input's gradient (None when not needed); with ``per_task_input`` (heads
+        whose first layer reads a shared input) each task's part of it, (T, B, D)."""
         while tape:
-            kind, layer, kept = tape.pop()
+            key, kind, layer, kept = tape.pop()
+            more = bool(tape) or need_input_grad
+            if per_task_input and not tape:
+                # Task t's head reads the input through slice t of its first layer.
+                flat = g.reshape(g.shape[0], layer.n_tasks, layer.out_features)
+                torch.mm(kept.t(), flat.reshape(flat.shape[0], -1),
+                         out=self._grad(layer.weight).view(layer.in_features, -1))
+                torch.sum(flat, 0, out=self._grad(layer.bias))
+                return torch.bmm(flat.transpose(0, 1), layer.weight.permute(1, 2, 0))
             if kind == "activation":
-                _, derivative = _ACTIVATIONS[type(layer)]
-                d = derivative(kept, layer)
-                g = g * d
+                derivative = _DERIVATIVE_INTO.get(type(layer))
+                if derivative is not None:
+                    g = g.mul_(derivative(kept, self._buffer(ws, key + ("d",), kept.shape, kept)))
+                elif type(layer) is nn.ReLU:  # torch's own ReLU backward, into g
+                    g = torch.ops.aten.threshold_backward.grad_input(g, kept, 0.0, grad_input=g)
+                else:
+                    g = g.mul_(_ACTIVATIONS[type(layer)][1](kept, layer))
             elif kind == "dropout":
-                g = g * kept
+                g = g.mul_(kept)
             elif isinstance(layer, nn.Linear):
-                grads[layer.weight] = g.t().mm(kept)
-                grads[layer.bias] = g.sum(0)
-                g = g.mm(layer.weight) if (tape or need_input_grad) else None
+                torch.mm(g.t(), kept, out=self._grad(layer.weight))
+                torch.sum(g, 0, out=self._grad(layer.bias))
+                g = torch.mm(g, layer.weight, out=self._buffer(ws, key + ("in",), kept.shape, kept)) \
+                    if more else None
             elif kept.dim() == 2:
                 flat = g.reshape(g.shape[0], -1)
                 W = layer.weight.view(layer.in_features, -1)
-                grads[layer.weight] = kept.t().mm(flat).view_as(layer.weight)
-                grads[layer.bias] = flat.sum(0).view_as(layer.bias)
-                g = flat.mm(W.t()) if (tape or need_input_grad) else None
+                torch.mm(kept.t(), flat, out=self._grad(layer.weight).view(W.shape))
+                torch.sum(flat, 0, out=self._grad(layer.bias).view(-1))
+                g = torch.mm(flat, W.t(), out=self._buffer(ws, key + ("in",), kept.shape, kept)) \
+                    if more else None
             else:
                 gT, xT = g.transpose(0, 1), kept.transpose(0, 1)  # (T, B, out), (T, B, in)
-                grads[layer.weight] = torch.bmm(xT.transpose(1, 2), gT).transpose(0, 1).contiguous()
-                grads[layer.bias] = g.sum(0)
-                g = torch.bmm(gT, layer.weight.permute(1, 2, 0)).transpose(0, 1) \
-                    if (tape or need_input_grad) else None
+                per_task = self._buffer(ws, key + ("w",), (layer.n_tasks, layer.in_features,
+                                                           layer.out_features), kept)
+                torch.bmm(xT.transpose(1, 2), gT, out=per_task)
+                self._grad(layer.weight).copy_(per_task.transpose(0, 1))
+                torch.sum(g, 0, out=self._grad(layer.bias))
+                if more:
+                    buf = self._buffer(ws, key + ("in",), xT.shape, kept)
+                    g = torch.bmm(gT, layer.weight.permute(1, 2, 0), out=buf).transpose(0, 1)
+                else:
+                    g = None
         return g
+
+    @staticmethod
+    def _per_task_backward(tape, J):
+        """Each task's gradients of the trunk's parameters from its part ``J`` (T, B, D)
+        of the representation's gradient: param -> (T, *param.shape), T backward
+        passes run as one."""
+        grads = {}
+        while tape:
+            _, kind, layer, kept = tape.pop()
+            if kind == "activation":
+                J = J * _ACTIVATIONS[type(layer)][1](kept, layer)
+            elif kind == "dropout":
+                J = J * kept
+            else:
+                grads[layer.weight] = torch.matmul(J.transpose(1, 2), kept)
+                grads[layer.bias] = J.sum(1)
+                if tape:
+                    J = torch.matmul(J, layer.weight)
+        return grads
+
+    def _gradient_method(self, trunk_tape, head_tape, out, coef, D, multiclass, losses,
+                         present, ws):
+        """The step of a strategy that combines per-task gradients (what
+        :func:`sklearn_mtl._gradients.combine_with_gradients` computes with autograd):
+        the heads get ``a_t`` times their task's gradient (``a = dLoss/dL``), the
+        shared parameters ``sum_t c_t g_t``. Returns (total loss, strategy weights)."""
+        T = self.n_tasks
+        # Each task's own loss gradient (a = 1): the heads' slices then hold dL_t/dtheta_t.
+        own = self.criterion.output_grad(coef, D, multiclass, (out.shape[0], out[0].numel()))
+        J = self._backward(head_tape, own.view(out.shape), ws, need_input_grad=True,
+                           per_task_input=True)
+        if self.mode == "representation":
+            G = J.reshape(T, -1)
+        else:
+            per_task = self._per_task_backward(list(trunk_tape), J)
+            G = torch.cat([per_task[p].reshape(T, -1) for p in self.shared], 1)
+        provides = self.state.provides_head_weights
+        leaf = losses.detach().requires_grad_(not provides)
+        with torch.set_grad_enabled(not provides):
+            step = self.state.combine(leaf, present, G)
+            if provides:
+                a = step.head_weights
+            else:
+                (a,) = torch.autograd.grad(step.loss, leaf, allow_unused=True)
+                a = torch.zeros_like(losses) if a is None else a
+        a = a.detach().to(losses.dtype)
+        for layer in self.head_linears:
+            self._grads[layer.weight].mul_(a.view(1, T, 1))
+            self._grads[layer.bias].mul_(a.view(T, 1))
+        c = step.shared_coef.detach().to(G.dtype)
+        if self.mode == "representation":
+            self._backward(trunk_tape, (c.view(T, 1, 1) * J).sum(0), ws, need_input_grad=False)
+        else:
+            flat, at = c @ G, 0
+            for p in self.shared:
+                self._grad(p).copy_(flat[at:at + p.numel()].view_as(p))
+                at += p.numel()
+        return step.loss.detach(), step.weights
+
+    def buffers(self):
+        """The step's buffers, for :meth:`reuse_buffers` by the next epoch's step."""
+        return (self.net.module_, self._workspaces, self._grads)
+
+    def reuse_buffers(self, buffers):
+        """Take over the buffers of an earlier step of the same network (None: none),
+        so that each epoch does not allocate them afresh."""
+        if buffers is not None and buffers[0] is self.net.module_:
+            self._workspaces, self._grads = buffers[1], buffers[2]
+
+    def _grad(self, param):
+        """The gradient buffer of ``param`` (its ``.grad`` after the step)."""
+        buf = self._grads.get(param)
+        if buf is None:
+            buf = self._grads[param] = torch.empty_like(param, memory_format=torch.contiguous_format)
+        return buf
 
     # ------------------------------------------------------------------
 
@@ -216,11 +374,15 @@ class DirectStep:
         net = self.net
         T = self.n_tasks
         labels, weights = y[:, :T], y[:, T:2 * T]
+        ws = self._workspaces.setdefault(X.shape[0], {})
+        if len(self._workspaces) > 2:  # the batch size and the epoch's last, smaller batch
+            self._workspaces = {X.shape[0]: ws}
         with torch.no_grad():
             trunk_tape, head_tape = [], []
-            z = self._forward(self.trunk_plan, X, trunk_tape)
-            out = self._forward(self.head_plan, z, head_tape)
-            y_pred = out.reshape(out.shape[0], -1)
+            z = self._forward(self.trunk_plan, X, trunk_tape, ws, "trunk")
+            out = self._forward(self.head_plan, z, head_tape, ws, "heads")
+            # A copy: the outputs outlive the step, the buffer does not.
+            y_pred = out.reshape(out.shape[0], -1).clone()
             E, D, multiclass = self.criterion.element_losses_and_grads(y_pred, labels)
             observed = weights > 0
             zero = torch.zeros((), dtype=E.dtype, device=E.device)
@@ -229,19 +391,22 @@ class DirectStep:
             safe = denominators.clamp_min(1e-12)
             losses = (weights * E).sum(0) / safe
             present = denominators > 0
-            total, a, step_weights = self._strategy(losses, present)
             coef = torch.where(observed, weights / safe, zero)
-            G = self.criterion.output_grad(coef * a, D, multiclass, y_pred.shape)
-            grads = {}
-            gz = self._backward(head_tape, G.view(out.shape), grads, need_input_grad=True)
-            self._backward(trunk_tape, gz, grads, need_input_grad=False)
+            if self.mode is None:
+                total, a, step_weights = self._strategy(losses, present)
+                G = self.criterion.output_grad(coef * a, D, multiclass, y_pred.shape)
+                gz = self._backward(head_tape, G.view(out.shape), ws, need_input_grad=True)
+                self._backward(trunk_tape, gz, ws, need_input_grad=False)
+            else:
+                total, step_weights = self._gradient_method(
+                    trunk_tape, head_tape, out, coef, D, multiclass, losses, present, ws)
             if self.l1_weights:
                 total = total + net.l1 * torch.stack([w.abs().sum() for w in self.l1_weights]).sum()
                 for w in self.l1_weights:
-                    grads[w] = grads[w] + net.l1 * w.sign()
-            for p, g in grads.items():
+                    self._grads[w].add_(w.sign(), alpha=net.l1)
+            for p, g in self._grads.items():
                 if p.grad is None:
                     p.grad = g
-                else:
+                elif p.grad is not g:
                     p.grad.add_(g)
         return losses, denominators, step_weights, total, y_pred

@@ -47,16 +47,21 @@ def validation_split(weights, fraction, seed):
     labelled = weights > 0
     rng = np.random.default_rng(seed)
     keys = rng.random(n)  # the order in which rows are drawn, within each group
-    pattern = np.unique(labelled, axis=0, return_inverse=True)[1].ravel()
     valid = np.zeros(n, dtype=bool)
-    for code in range(pattern.max() + 1 if n else 0):
-        rows = np.flatnonzero(pattern == code)
-        take = int(round(fraction * len(rows)))
-        if len(rows) >= 2:
-            take = min(max(take, 1), len(rows) - 1)
-        else:
-            take = 0
-        valid[rows[np.argsort(keys[rows], kind="stable")[:take]]] = True
+    if n:
+        # Group the rows by pattern (the packed bits of each row, compared as bytes),
+        # randomly ordered within each group, and take each group's first rows.
+        packed = np.ascontiguousarray(np.packbits(labelled, axis=1))
+        pattern = np.unique(packed.view(np.dtype((np.void, packed.shape[1]))).ravel(),
+                            return_inverse=True)[1].ravel()
+        order = np.lexsort((keys, pattern))
+        grouped = pattern[order]
+        starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+        sizes = np.diff(np.r_[starts, n])
+        take = np.where(sizes >= 2,
+                        np.clip(np.rint(fraction * sizes), 1, np.maximum(sizes - 1, 1)), 0)
+        rank = np.arange(n) - np.repeat(starts, sizes)
+        valid[order[rank < np.repeat(take, sizes)]] = True
     for t in range(T):
         rows = np.flatnonzero(labelled[:, t])
         wanted = min(MIN_VALIDATION_LABELS, len(rows) // 4)

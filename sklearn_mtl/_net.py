@@ -498,6 +498,7 @@ class MultiTaskNet(NeuralNet):
         state.pop("_inference", None)
         state.pop("_snapshots", None)
         state.pop("_member_weights", None)
+        state.pop("_direct_buffers", None)
         return state
 
     def set_static_weights(self, weights):
@@ -775,8 +776,12 @@ class MultiTaskNet(NeuralNet):
         # The fused update is planned after the optimizer's own first step of the
         # epoch, once its state exists (see ._fused_optim).
         self.__dict__["_fused_update"] = None
-        self.__dict__["_direct_step"] = (DirectStep.for_net(self)
-                                         if self.__dict__["_lean_step"] else None)
+        direct = DirectStep.for_net(self) if self.__dict__["_lean_step"] else None
+        if direct is not None:
+            # The buffers of the previous epoch's step, when they fit this network.
+            direct.reuse_buffers(self.__dict__.get("_direct_buffers"))
+            self.__dict__["_direct_buffers"] = direct.buffers()
+        self.__dict__["_direct_step"] = direct
         losses, sizes = [], []
         try:
             for batch in iterator:
@@ -912,8 +917,12 @@ class MultiTaskNet(NeuralNet):
         return super().partial_fit(X, y, classes=classes, **fit_params)
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
-        with self._thread_scope(X):
-            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        try:
+            with self._thread_scope(X):
+                return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        finally:
+            # The written-out step's buffers live for one fit call (see ._direct_step).
+            self.__dict__.pop("_direct_buffers", None)
 
     @contextlib.contextmanager
     def _thread_scope(self, X):

@@ -21,7 +21,7 @@ import torch
 #: thread, without measuring.
 SMALL_STEP_MACS = 1 << 22
 #: Steps timed per candidate thread count, after one warm-up step each.
-TIMED_STEPS = 3
+TIMED_STEPS = 5
 #: More threads are kept only when they are at least this much faster.
 MARGIN = 0.9
 

@@ -64,6 +64,10 @@ CASES = {
     "dwa": {"weighting": "dwa"},
     "rlw (random weights)": {"weighting": "rlw"},
     "famo (losses after the step)": {"weighting": "famo"},
+    **{f"{name} (per-task gradients)": {"weighting": name}
+       for name in ("pcgrad", "mgda", "mgda_ub", "cagrad", "imtl", "upgrad", "gradnorm")},
+    "pcgrad with dropout and tanh": {"weighting": "pcgrad", "dropout": 0.2,
+                                     "activation": "tanh"},
     "running-mean normalisation": {"loss_normalization": "running_mean"},
     "adamw": {"optimizer": "adamw", "alpha": 1e-2},
     "sgd": {"optimizer": "sgd", "lr": 1e-2},
@@ -80,7 +84,7 @@ def test_written_out_step_equals_autograd(monkeypatch, case):
 
 
 @pytest.mark.parametrize("params", [
-    {"weighting": "pcgrad"},  # needs per-task gradients
+    {"weighting": "pcgrad", "loss_normalization": "initial"},
     {"activation": "gelu"},  # no written-out derivative
     {"precision": "bf16"},
     {"ensemble_size": 2},

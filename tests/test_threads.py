@@ -54,7 +54,7 @@ def _fit(batch_size=64, **params):
     X, Y = make_mixed(n=600, seed=0)
     return MultiTaskRegressorClassifier(
         hidden_layer_sizes=(256, 256), head_hidden_sizes=(32,), batch_size=batch_size,
-        max_epochs=5, random_state=0, early_stopping=False, **params).fit(X, Y), X
+        max_epochs=8, random_state=0, early_stopping=False, **params).fit(X, Y), X
 
 
 def test_a_small_step_trains_on_one_thread_and_restores_the_setting():
