@@ -91,12 +91,12 @@ def threads_section(quick):
             return C.estimator(batch, E).fit(X, Y)
 
         def ours_machine_threads(batch=batch, E=E):
-            saved = engine._SMALL_STEP_MACS
-            engine._SMALL_STEP_MACS = 0  # "auto" then keeps the machine's setting
+            saved = engine.MultiTaskNet._wanted_threads
+            engine.MultiTaskNet._wanted_threads = lambda self, X: default
             try:
                 return C.estimator(batch, E).fit(X, Y)
             finally:
-                engine._SMALL_STEP_MACS = saved
+                engine.MultiTaskNet._wanted_threads = saved
 
         variants = {
             f"hand loop, {default} threads (default)": lambda: hand_at(default),
@@ -318,8 +318,15 @@ def main(argv=None):
                         help="smaller data and fewer repeats (a smoke test; numbers not for "
                              "RESULTS.md)")
     parser.add_argument("--output", default=os.path.join(HERE, "RESULTS.md"))
+    parser.add_argument("--only", choices=["threads"],
+                        help="print one section's table and stop (nothing is written)")
     args = parser.parse_args(argv)
     quick = args.quick
+    if args.only == "threads":
+        log(f"load average {os.getloadavg()[0]:.2f} before")
+        print(threads_section(quick)[2])
+        log(f"load average {os.getloadavg()[0]:.2f} after")
+        return
     started = time.perf_counter()
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     machine = machine_lines()

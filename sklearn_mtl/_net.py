@@ -855,7 +855,7 @@ class MultiTaskNet(NeuralNet):
 
     def train_step(self, batch, **fit_params):
         tuner = self.__dict__.get("_thread_tuner")
-        if tuner is None or tuner.chosen is not None:
+        if tuner is None or not tuner.active:
             return self._train_step(batch, **fit_params)
         tuner.before_step()
         step = self._train_step(batch, **fit_params)

@@ -7,11 +7,15 @@ every op waits for a thread that is descheduled and a step takes tens of times
 longer. Large steps (wide networks, large batches) do gain from threads on an
 idle machine. Whether the machine is idle is only known by trying, so for
 large steps :class:`ThreadTuner` times a few training steps at one thread and
-at the caller's thread count and keeps the faster for the rest of the call;
-a busy machine thereby falls back to one thread. Measured figures are in
+at the caller's thread count and keeps the faster; a busy machine thereby
+falls back to one thread. Having chosen more threads, it keeps timing the
+steps, and goes back to one thread for good when they become slower than
+one thread was (another process took the cores). The thread count does not
+change the arithmetic of these networks (tested). Measured figures are in
 ``benchmarks/RESULTS.md``.
 """
 
+import collections
 import statistics
 import time
 
@@ -29,9 +33,9 @@ MARGIN = 0.9
 class ThreadTuner:
     """Times training steps at each candidate thread count, then keeps the fastest.
 
-    ``before_step``/``after_step`` bracket each training step until the choice
-    is made (``chosen``); the thread count is then set once and the tuner does
-    nothing more.
+    ``before_step``/``after_step`` bracket each training step while ``active``:
+    until the choice is made (``chosen``), and afterwards while more than one
+    thread is used (the watch for a machine that became busy).
     """
 
     def __init__(self, candidates):
@@ -42,21 +46,31 @@ class ThreadTuner:
         self._position = 0
         self._started = None
         self.chosen = None if len(self.candidates) > 1 else self.candidates[0]
+        self._recent = collections.deque(maxlen=TIMED_STEPS)
         torch.set_num_threads(self.candidates[0])
 
+    @property
+    def active(self):
+        """Whether the steps still need to be bracketed."""
+        return self.chosen is None or self.chosen > 1
+
     def before_step(self):
-        if self.chosen is not None:
+        if self.chosen is None:
+            threads = self._schedule[self._position]
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+        elif self.chosen == 1:
             return
-        threads = self._schedule[self._position]
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
         self._started = time.perf_counter()
 
     def after_step(self):
-        if self.chosen is not None or self._started is None:
+        if self._started is None:
             return
         elapsed = time.perf_counter() - self._started
         self._started = None
+        if self.chosen is not None:
+            self._watch(elapsed)
+            return
         threads = self._schedule[self._position]
         warm_up = self._position == 0 or self._schedule[self._position - 1] != threads
         if not warm_up:
@@ -65,6 +79,15 @@ class ThreadTuner:
         if self._position == len(self._schedule):
             self.chosen = self._choose()
             torch.set_num_threads(self.chosen)
+
+    def _watch(self, elapsed):
+        """With more than one thread: back to one when the recent steps are slower
+        than one thread was."""
+        self._recent.append(elapsed)
+        if (len(self._recent) == self._recent.maxlen
+                and statistics.median(self._recent) > statistics.median(self.times[self.candidates[0]])):
+            self.chosen = 1
+            torch.set_num_threads(1)
 
     def _choose(self):
         medians = {c: statistics.median(t) for c, t in self.times.items()}

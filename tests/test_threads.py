@@ -91,3 +91,19 @@ def test_the_thread_count_does_not_change_the_model(monkeypatch):
     (a, X), (b, _) = models
     for (name, p), q in zip(a.net_.module_.named_parameters(), b.net_.module_.parameters()):
         np.testing.assert_array_equal(p.detach().numpy(), q.detach().numpy(), err_msg=name)
+
+
+def test_more_threads_are_dropped_when_the_machine_gets_busy(monkeypatch):
+    clock = _Clock({1: 1.0, 2: 0.5})
+    monkeypatch.setattr(threads_module.time, "perf_counter", clock)
+    tuner = ThreadTuner((1, 2))
+    _run(tuner, clock, 2 * (TIMED_STEPS + 1))
+    assert tuner.chosen == 2 and tuner.active
+    _run(tuner, clock, 10)
+    assert tuner.chosen == 2  # still faster: kept
+    clock.cost[2] = 20.0  # another process now holds the second core
+    _run(tuner, clock, TIMED_STEPS)
+    assert tuner.chosen == 1 and torch.get_num_threads() == 1 and not tuner.active
+    clock.cost[2] = 0.5
+    _run(tuner, clock, 10)
+    assert torch.get_num_threads() == 1  # for the rest of the call

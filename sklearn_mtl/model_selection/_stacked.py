@@ -431,7 +431,7 @@ class _StackedRun:
         for s in range(n_steps):
             sl = slice(s * B, (s + 1) * B)
             active = rows_per_step[:, s] > 0
-            tuner = self.tuner if self.tuner is not None and self.tuner.chosen is None else None
+            tuner = self.tuner if self.tuner is not None and self.tuner.active else None
             if tuner is not None:
                 tuner.before_step()
             loss = self._train_step(x_idx[:, sl], t_idx[:, sl], valid_d[:, sl], active,
