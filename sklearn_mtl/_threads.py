@@ -9,8 +9,8 @@ idle machine. Whether the machine is idle is only known by trying, so for
 large steps :class:`ThreadTuner` times a few training steps at one thread and
 at the caller's thread count and keeps the faster; a busy machine thereby
 falls back to one thread. Having chosen more threads, it keeps timing the
-steps, and goes back to one thread for good when they become slower than
-one thread was (another process took the cores). The thread count does not
+steps, and goes back to one thread for good when they become clearly slower
+than one thread was (another process took the cores). The thread count does not
 change the arithmetic of these networks (tested). Measured figures are in
 ``benchmarks/RESULTS.md``.
 """
@@ -28,6 +28,10 @@ SMALL_STEP_MACS = 1 << 22
 TIMED_STEPS = 5
 #: More threads are kept only when they are at least this much faster.
 MARGIN = 0.9
+#: Having chosen more threads: back to one when the median of the last WATCHED
+#: steps is this many times one thread's (a busy machine makes it 10-50 times;
+#: a slow step now and then, e.g. after a validation pass, is not that).
+WATCHED, SLOWDOWN = 11, 1.25
 
 
 class ThreadTuner:
@@ -46,7 +50,7 @@ class ThreadTuner:
         self._position = 0
         self._started = None
         self.chosen = None if len(self.candidates) > 1 else self.candidates[0]
-        self._recent = collections.deque(maxlen=TIMED_STEPS)
+        self._recent = collections.deque(maxlen=WATCHED)
         torch.set_num_threads(self.candidates[0])
 
     @property
@@ -84,8 +88,9 @@ class ThreadTuner:
         """With more than one thread: back to one when the recent steps are slower
         than one thread was."""
         self._recent.append(elapsed)
+        one = statistics.median(self.times[self.candidates[0]])
         if (len(self._recent) == self._recent.maxlen
-                and statistics.median(self._recent) > statistics.median(self.times[self.candidates[0]])):
+                and statistics.median(self._recent) > SLOWDOWN * one):
             self.chosen = 1
             torch.set_num_threads(1)
 

@@ -325,3 +325,40 @@ def test_regressor_with_numpy_targets(data):
                                ref.cv_results_["mean_test_score"], atol=1e-4)
     assert ours.best_index_ == ref.best_index_ == 0
     assert ours.predict(X[:3]).shape == (3, 2)
+
+
+def _members_with(X, Y, n, **params):
+    search = MultiTaskGridSearchCV(small(**params), {"loss_weights__value": [1.0]}, cv=CV)
+    scorer = check_scoring(small(**params))
+    rows = np.arange(len(X))
+    return [search._prepare(clone(small(random_state=i, **params)), X, Y, rows, {}, 0, scorer)
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("params", [
+    {},
+    {"head_hidden_sizes": ()},
+    {"head_hidden_sizes": (8, 6), "hidden_layer_sizes": (16, 12)},
+    {"activation": "tanh", "dropout": 0.3},
+    {"activation": "elu", "head_hidden_sizes": (8, 6)},
+], ids=["default", "no head hidden layer", "deeper", "tanh and dropout", "elu, deeper heads"])
+def test_written_out_stacked_step_equals_autograd(data, params):
+    X, Y = data
+    members = _members_with(X, Y, 3, **params)
+    run = _StackedRun(members, "cpu")
+    assert run.direct
+    k, B = 3, 10
+    g = torch.Generator().manual_seed(0)
+    idx = torch.stack([torch.randperm(len(X), generator=g)[:B] for _ in range(k)])
+    mask = torch.ones((k, B))
+    mask[1, B // 2:] = 0.0  # padding rows of a member with fewer rows
+    X_b, targets = run.X[idx], run.targets[idx]
+    dropout = "dropout" in params
+    torch.manual_seed(5)
+    member, grad = run._direct_step(X_b, targets, mask, dropout)
+    torch.manual_seed(5)  # the same dropout draws
+    out = run.net.forward(run.net.leaves, X_b, run.keep if dropout else None)
+    losses, den = run._losses(out, targets, mask)
+    reference = torch.where(den > 0, run.static * losses, 0.0).sum(1)
+    torch.testing.assert_close(member, reference.detach(), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(grad, run.net.flat_grad(reference.sum()), rtol=1e-5, atol=1e-7)

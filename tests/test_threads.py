@@ -101,8 +101,13 @@ def test_more_threads_are_dropped_when_the_machine_gets_busy(monkeypatch):
     assert tuner.chosen == 2 and tuner.active
     _run(tuner, clock, 10)
     assert tuner.chosen == 2  # still faster: kept
+    clock.cost[2] = 3.0  # one slow step now and then is not a busy machine
+    _run(tuner, clock, 1)
+    clock.cost[2] = 0.5
+    _run(tuner, clock, threads_module.WATCHED)
+    assert tuner.chosen == 2
     clock.cost[2] = 20.0  # another process now holds the second core
-    _run(tuner, clock, TIMED_STEPS)
+    _run(tuner, clock, threads_module.WATCHED)
     assert tuner.chosen == 1 and torch.get_num_threads() == 1 and not tuner.active
     clock.cost[2] = 0.5
     _run(tuner, clock, 10)

@@ -43,6 +43,7 @@ import os
 import numpy as np
 import torch
 
+from .._direct_step import _ACTIVATIONS, _IN_PLACE
 from .._modules import TaskParallelLinear, make_activation
 from .._threads import SMALL_STEP_MACS, ThreadTuner
 
@@ -161,6 +162,8 @@ class StackedMLP:
         them."""
         self.flat = flat
         self.leaves = [v.detach().requires_grad_() for v in self.views(flat)]
+        # Buffers of the written-out step, for this number of members (see forward_kept).
+        self.workspace = {}
 
     def flat_grad(self, loss):
         """The gradient of ``loss`` with respect to the parameters, as (k, P)."""
@@ -246,11 +249,141 @@ class StackedMLP:
         return h.view(k, T, B, m).transpose(1, 2).reshape(k * B, T * m)
 
 
-def _dropout(h, keep):
-    """Inverted dropout with a keep probability per leading index."""
+    # ------------------------------------------------------------------
+    # The training step with its gradients written out (as ``sklearn_mtl._direct_step``
+    # does for one network): the same products as forward(), the backward pass as
+    # batched products over the member axis, no autograd graph.
+
+    def supports_direct(self):
+        """Whether :meth:`forward_kept` / :meth:`backward` know the activation."""
+        return type(self.activation) in _IN_PLACE
+
+    def _activate(self, x):
+        """The activation, in place (``x`` is a buffer of this step)."""
+        return _IN_PLACE[type(self.activation)](x, self.activation)
+
+    def _buffer(self, key, shape, like):
+        """A buffer kept from step to step: a step then allocates no large tensor, so
+        it pays for no fresh pages from the OS (see sklearn_mtl._direct_step)."""
+        buf = self.workspace.get(key)
+        if buf is None or buf.shape != shape:
+            buf = self.workspace[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return buf
+
+    def _activation_grad(self, g, out):
+        """``g`` times the activation's derivative at ``out`` (in place: ``g`` is this
+        step's)."""
+        if type(self.activation) is torch.nn.ReLU:
+            return torch.ops.aten.threshold_backward.grad_input(g, out, 0.0, grad_input=g)
+        return g.mul_(_ACTIVATIONS[type(self.activation)][1](out, self.activation))
+
+    def forward_kept(self, X, keep=None):
+        """:meth:`forward` of a training step without autograd: ``(outputs, tape)``, the
+        tape being what :meth:`backward` needs (inputs, activation outputs, dropout
+        masks per layer). Dropout draws the same masks as :meth:`forward`."""
+        params = self.views(self.flat)
+        k, B = X.shape[0], X.shape[1]
+        T, at = self.n_tasks, 0
+        tape, h = [], X
+        with torch.no_grad():
+            for _ in range(self.n_trunk):
+                a = self._activate(torch.baddbmm(
+                    params[at + 1], h, params[at],
+                    out=self._buffer(("out", at), (k, B, params[at].shape[2]), h)))
+                mask = _dropout_mask(a, keep) if keep is not None else None
+                tape.append((at, h, a, mask))
+                h = a if mask is None else a * mask
+                at += 2
+            W, b = params[at], params[at + 1]
+            D, o = W.shape[1], W.shape[3]
+            out = torch.baddbmm(b.reshape(k, 1, T * o), h, W.reshape(k, D, T * o),
+                                out=self._buffer(("out", at), (k, B, T * o), h))
+            if self.n_heads == 1:
+                tape.append((at, h, None, None))
+                return out.reshape(k * B, T * o), tape  # read within the step only
+            a = self._activate(out)
+            hh = self._buffer(("tasks", at), (k, T, B, o), h)
+            hh.copy_(a.view(k, B, T, o).transpose(1, 2))
+            hh = hh.view(k * T, B, o)
+            head_keep = None if keep is None else keep.repeat_interleave(T)
+            mask = _dropout_mask(hh, head_keep) if head_keep is not None else None
+            tape.append((at, h, a, mask))
+            h = hh if mask is None else hh * mask
+            at += 2
+            for j in range(1, self.n_heads):
+                W, b = params[at], params[at + 1]
+                z = torch.baddbmm(b.reshape(k * T, 1, -1), h, W.reshape(k * T, W.shape[2], -1),
+                                  out=self._buffer(("out", at), (k * T, B, W.shape[3]), h))
+                a = mask = None
+                if j < self.n_heads - 1:
+                    a = self._activate(z)
+                    mask = _dropout_mask(a, head_keep) if head_keep is not None else None
+                tape.append((at, h, a, mask))
+                h = z if a is None else (a if mask is None else a * mask)
+                at += 2
+            m = h.shape[-1]
+            return h.view(k, T, B, m).transpose(1, 2).reshape(k * B, T * m), tape
+
+    def backward(self, tape, g_out):
+        """The (k, P) gradient from the outputs' gradient ``g_out`` (k*B, T*m) and the
+        tape of :meth:`forward_kept`."""
+        params = self.views(self.flat)
+        grads = [None] * len(params)
+        k = self.flat.shape[0]
+        T = self.n_tasks
+        B = g_out.shape[0] // k
+        with torch.no_grad():
+            heads = tape[self.n_trunk:]
+            if self.n_heads > 1:
+                m = g_out.shape[1] // T
+                g = g_out.view(k, B, T, m).transpose(1, 2).reshape(k * T, B, m)
+                for at, h, a, mask in reversed(heads[1:]):
+                    if a is not None:
+                        if mask is not None:
+                            g = g * mask
+                        g = self._activation_grad(g, a)
+                    W = params[at].reshape(k * T, params[at].shape[2], -1)
+                    grads[at] = torch.bmm(h.transpose(1, 2), g).view(params[at].shape)
+                    grads[at + 1] = g.sum(1).view(params[at + 1].shape)
+                    g = torch.bmm(g, W.transpose(1, 2))
+                at, h, a, mask = heads[0]
+                if mask is not None:
+                    g = g * mask
+                o = g.shape[2]
+                g = self._activation_grad(
+                    g.view(k, T, B, o).transpose(1, 2).reshape(k, B, T * o), a)
+            else:
+                at, h, _, _ = heads[0]
+                g = g_out.view(k, B, -1)
+            W = params[at]
+            W2 = W.reshape(k, W.shape[1], -1)
+            grads[at] = torch.bmm(h.transpose(1, 2), g).view(W.shape)
+            grads[at + 1] = g.sum(1).view(params[at + 1].shape)
+            g = torch.bmm(g, W2.transpose(1, 2))
+            for i, (at, h, a, mask) in enumerate(reversed(tape[:self.n_trunk])):
+                if mask is not None:
+                    g = g * mask
+                g = self._activation_grad(g, a)
+                grads[at] = torch.bmm(h.transpose(1, 2), g,
+                                      out=self._buffer(("dW", at), params[at].shape, g))
+                grads[at + 1] = g.sum(1, keepdim=True)
+                if i < self.n_trunk - 1:
+                    g = torch.bmm(g, params[at].transpose(1, 2),
+                                  out=self._buffer(("dx", at), h.shape, g))
+            flat = self._buffer("grad", self.flat.shape, self.flat)
+            return torch.cat([t.reshape(k, -1) for t in grads], 1, out=flat)
+
+
+def _dropout_mask(h, keep):
+    """The inverted-dropout factor of :func:`_dropout` (same draws)."""
     shape = (-1,) + (1,) * (h.dim() - 1)
     keep = keep.view(shape)
-    return h * (torch.rand_like(h) < keep) / keep
+    return (torch.rand_like(h) < keep) / keep
+
+
+def _dropout(h, keep):
+    """Inverted dropout with a keep probability per leading index."""
+    return h * _dropout_mask(h, keep)
 
 
 def _layer_names(module):
@@ -344,6 +477,9 @@ class _StackedRun:
         self.monitored = np.array([not t.auxiliary for t in first.tasks_], dtype=bool)
         self.reduced = [(t, fn) for t, _, fn, elementwise in self.criterion.others
                         if not elementwise]
+        # The written-out step where every loss has a closed-form derivative.
+        self.direct = (self.criterion.closed_form and not self.reduced
+                       and self.net.supports_direct())
         # The data: one X per fold, one target matrix per member, concatenated.
         X_parts, x_offset, keys = [], [], {}
         at = 0
@@ -464,12 +600,39 @@ class _StackedRun:
         k, B = x_idx.shape
         X = self.X.index_select(0, x_idx.reshape(-1)).view(k, B, -1)
         targets = self.targets.index_select(0, t_idx.reshape(-1)).view(k, B, -1)
+        if self.direct:
+            member, grad = self._direct_step(X, targets, row_mask.to(X.dtype), dropout)
+            self._adam(grad, active)
+            return member
         out = self.net.forward(self.net.leaves, X, self.keep if dropout else None)
         losses, den = self._losses(out, targets, row_mask.to(X.dtype))
         present = den > 0
         member = torch.where(present, self.static * losses, 0.0).sum(1)
         self._adam(self.net.flat_grad(member.sum()), active)
         return member.detach()
+
+    def _direct_step(self, X, targets, row_mask, dropout):
+        """(member losses (k,), gradient (k, P)) of a step, the gradients written out
+        (closed-form loss derivatives, :meth:`StackedMLP.backward`)."""
+        T = self.T
+        k, B = targets.shape[0], targets.shape[1]
+        out, tape = self.net.forward_kept(X, self.keep if dropout else None)
+        with torch.no_grad():
+            labels = targets[..., :T].reshape(k * B, T)
+            weights = targets[..., T:2 * T] * row_mask.unsqueeze(-1)
+            E, D, multiclass = self.criterion.element_losses_and_grads(out, labels)
+            observed = weights > 0
+            zero = torch.zeros((), dtype=E.dtype, device=E.device)
+            E = torch.where(observed, E.view(k, B, T), zero)
+            D = torch.where(observed.view(k * B, T), D, zero)
+            den = weights.sum(1)
+            safe = den.clamp_min(1e-12)
+            losses = (weights * E).sum(1) / safe
+            a = torch.where(den > 0, self.static, zero)
+            member = (a * losses).sum(1)
+            scale = torch.where(observed, weights / safe.unsqueeze(1), zero) * a.unsqueeze(1)
+            G = self.criterion.output_grad(scale.view(k * B, T), D, multiclass, out.shape)
+        return member, self.net.backward(tape, G)
 
     def _adam(self, grad, active):
         """One Adam step per active member: torch's fused Adam kernel, called on the
