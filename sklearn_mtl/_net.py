@@ -776,7 +776,11 @@ class MultiTaskNet(NeuralNet):
         # The fused update is planned after the optimizer's own first step of the
         # epoch, once its state exists (see ._fused_optim).
         self.__dict__["_fused_update"] = None
-        direct = DirectStep.for_net(self) if self.__dict__["_lean_step"] else None
+        # A subclass that changes how losses are computed or reduced (e.g. across
+        # data-parallel processes) keeps the autograd step.
+        direct = (DirectStep.for_net(self) if self.__dict__["_lean_step"] and not any(
+            _overrides(self, MultiTaskNet, name)
+            for name in ("task_losses", "get_loss", "train_step_single", "infer")) else None)
         if direct is not None:
             # The buffers of the previous epoch's step, when they fit this network.
             direct.reuse_buffers(self.__dict__.get("_direct_buffers"))

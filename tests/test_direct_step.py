@@ -120,3 +120,19 @@ def test_a_forward_hook_keeps_the_autograd_step():
         handle.remove()
     est.net_.module_.trunk.layers[0].weight.requires_grad_(False)  # a frozen parameter
     assert direct_module.DirectStep.for_net(est.net_) is None
+
+
+def test_a_net_that_computes_its_losses_otherwise_keeps_the_autograd_step(monkeypatch):
+    # e.g. the data-parallel net, which reduces the losses across processes there.
+    calls = []
+
+    class OwnLosses(net_module.MultiTaskNet):
+        def task_losses(self, y_pred, y_true):
+            calls.append(1)
+            return super().task_losses(y_pred, y_true)
+
+    import sklearn_mtl._data_parallel as data_parallel
+
+    monkeypatch.setattr(data_parallel, "MultiTaskNet", OwnLosses)
+    _, _, n_direct = _fit(monkeypatch, True, max_epochs=1)
+    assert n_direct == 0 and calls
