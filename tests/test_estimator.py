@@ -202,7 +202,7 @@ def _weighting_case(n=300, seed=0):
 @pytest.mark.parametrize("style", ["dict", "nested"])
 def test_grid_search_over_loss_weights_picks_the_better_weighting(style, n_jobs):
     X, Y = _weighting_case()
-    base = MultiTaskRegressorClassifier(max_epochs=15, batch_size=64, random_state=0)
+    base = MultiTaskRegressorClassifier(max_epochs=15, batch_size=64, lr=1e-3, random_state=0)
     if style == "dict":
         grid = {"loss_weights": [{"target": 0.0}, {"target": 1.0}]}
     else:

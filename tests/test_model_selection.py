@@ -39,7 +39,8 @@ from sklearn_mtl import (
 
 from .conftest import make_mixed
 
-FAST = dict(max_epochs=15, batch_size=32, random_state=0)
+# Short fits: the learning rate of these tests is fixed, not the estimator's default.
+FAST = dict(max_epochs=15, batch_size=32, lr=1e-3, random_state=0)
 
 
 @pytest.fixture(scope="module")

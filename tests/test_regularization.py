@@ -62,7 +62,7 @@ def test_l1_drives_the_weights_of_noise_features_towards_zero():
 
     def noise_weight(l1):
         est = MultiTaskRegressor(l1=l1, max_epochs=60, early_stopping=False, batch_size=64,
-                                 random_state=0).fit(X, y)
+                                 lr=1e-3, random_state=0).fit(X, y)
         first = est.net_.module_.trunk.layers[0].weight.detach().abs()
         return float(first[:, 1:].sum() / first[:, :1].sum())
 

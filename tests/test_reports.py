@@ -101,7 +101,7 @@ def test_task_report_takes_the_estimator_a_pipeline_and_a_search(split, fitted):
     expected = task_report(fitted, X_test, Y_test)
     alone = task_report(fitted[-1], fitted[0].transform(X_test), Y_test)
     pd.testing.assert_frame_equal(alone, expected)
-    search = GridSearchCV(fitted, {"multitaskregressorclassifier__lr": [1e-3]},
+    search = GridSearchCV(fitted, {"multitaskregressorclassifier__lr": [fitted[-1].lr]},
                           cv=KFold(2, shuffle=True, random_state=0)).fit(X_train, Y_train)
     pd.testing.assert_frame_equal(task_report(search, X_test, Y_test), expected)
 
