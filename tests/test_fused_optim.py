@@ -30,7 +30,7 @@ def _loss(model, step):
     return model(X).square().mean()
 
 
-def _train(model, optimizer, steps, direct):
+def _train(model, optimizer, steps, direct, after_step=None):
     plan = None
     for step in range(steps):
         if plan is not None:
@@ -45,6 +45,8 @@ def _train(model, optimizer, steps, direct):
             if direct:
                 plan = FusedAdamStep.for_optimizer(optimizer)
                 assert plan is not None
+        if after_step is not None:
+            after_step()
     return model
 
 
@@ -76,19 +78,10 @@ def test_learning_rate_changes_are_read_at_every_step():
         model = _model()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, fused=True)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
-        plan = None
-        for step in range(6):
-            optimizer.zero_grad(set_to_none=True)
-            _loss(model, step).backward()
-            if plan is not None:
-                plan.step()
-            else:
-                optimizer.step()
-                plan = FusedAdamStep.for_optimizer(optimizer) if direct else None
-            scheduler.step()
-        results.append(model)
+        results.append(_train(model, optimizer, 6, direct, after_step=scheduler.step))
     for a, b in zip(*(m.parameters() for m in results)):
         assert torch.equal(a, b)
+
 
 
 def test_a_parameter_without_gradient_falls_back_to_the_optimizer():
