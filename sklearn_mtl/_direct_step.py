@@ -381,17 +381,12 @@ class DirectStep:
             trunk_tape, head_tape = [], []
             z = self._forward(self.trunk_plan, X, trunk_tape, ws, "trunk")
             out = self._forward(self.head_plan, z, head_tape, ws, "heads")
-            # A copy: the outputs outlive the step, the buffer does not.
-            y_pred = out.reshape(out.shape[0], -1).clone()
-            E, D, multiclass = self.criterion.element_losses_and_grads(y_pred, labels)
-            observed = weights > 0
-            zero = torch.zeros((), dtype=E.dtype, device=E.device)
-            E, D = torch.where(observed, E, zero), torch.where(observed, D, zero)
-            denominators = weights.sum(0)
-            safe = denominators.clamp_min(1e-12)
-            losses = (weights * E).sum(0) / safe
+            y_pred = out.reshape(out.shape[0], -1)
+            if y_pred.data_ptr() == out.data_ptr():
+                y_pred = y_pred.clone()  # the outputs outlive the step, the buffer does not
+            losses, denominators, coef, D, multiclass = self.criterion.closed_form_terms(
+                y_pred, labels, weights)
             present = denominators > 0
-            coef = torch.where(observed, weights / safe, zero)
             if self.mode is None:
                 total, a, step_weights = self._strategy(losses, present)
                 G = self.criterion.output_grad(coef * a, D, multiclass, y_pred.shape)

@@ -112,8 +112,8 @@ MULTICLASS_GRAD = {_cross_entropy: _cross_entropy_grad}
 class _ClosedFormTaskLosses(torch.autograd.Function):
     """Per-task masked mean losses as one autograd node (see the module docstring).
 
-    ``apply(criterion, y_pred, labels, weights)`` returns the (T,) losses; the
-    denominators are computed by the caller. Backward: task t's loss is
+    ``apply(criterion, y_pred, labels, weights)`` returns the (T,) losses and
+    label-weight sums (the latter not differentiable). Backward: task t's loss is
     ``sum_i w_it l_it / sum_i w_it``, so its gradient w.r.t. row i's outputs is
     ``w_it / sum_i w_it`` times the element loss's derivative, which forward
     keeps (masked rows get exactly 0).
@@ -121,19 +121,16 @@ class _ClosedFormTaskLosses(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, criterion, y_pred, labels, weights):
-        E, D, multiclass = criterion.element_losses_and_grads(y_pred, labels)
-        observed = weights > 0
-        zero = torch.zeros((), dtype=E.dtype, device=E.device)
-        E, D = torch.where(observed, E, zero), torch.where(observed, D, zero)
-        denominators = weights.sum(0).clamp_min(1e-12)
-        coef = torch.where(observed, weights / denominators, zero)
+        losses, denominators, coef, D, multiclass = criterion.closed_form_terms(
+            y_pred, labels, weights)
         ctx.criterion, ctx.shape = criterion, y_pred.shape
         ctx.save_for_backward(coef, D, *multiclass)
-        return (weights * E).sum(0) / denominators
+        ctx.mark_non_differentiable(denominators)
+        return losses, denominators
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_losses):
+    def backward(ctx, grad_losses, grad_denominators):
         coef, D, *multiclass = ctx.saved_tensors
         scale = coef * grad_losses.to(coef.dtype)
         return None, ctx.criterion.output_grad(scale, D, multiclass, ctx.shape), None, None
@@ -230,6 +227,27 @@ class MultiTaskLoss(nn.Module):
                 E, D = E.index_select(1, self._inverse), D.index_select(1, self._inverse)
         return E, D, multiclass
 
+    def closed_form_terms(self, y_pred, labels, weights):
+        """What a step needs of the closed-form losses (``closed_form`` criteria; no
+        graph is recorded): ``(losses, denominators, coef, D, multiclass)``.
+
+        ``weights`` is (B, T), or (k, B, T) with a leading member axis (``y_pred``
+        and ``labels`` then hold the k*B rows in that order). ``losses`` and the
+        label-weight sums ``denominators`` are (T,) or (k, T); ``coef`` =
+        ``w / sum w`` over each task's rows (0 where it has no label), shaped like
+        ``weights``: times ``dLoss/dL_t`` it is the ``scale`` of :meth:`output_grad`.
+        ``D`` and ``multiclass`` as :meth:`element_losses_and_grads`, masked rows 0.
+        """
+        E, D, multiclass = self.element_losses_and_grads(y_pred, labels)
+        observed = weights > 0
+        zero = torch.zeros((), dtype=E.dtype, device=E.device)
+        E = torch.where(observed, E.view(weights.shape), zero)
+        D = torch.where(observed.view(D.shape), D, zero)
+        denominators = weights.sum(-2)
+        safe = denominators.clamp_min(1e-12)
+        coef = torch.where(observed, weights / safe.unsqueeze(-2), zero)
+        return (weights * E).sum(-2) / safe, denominators, coef, D, multiclass
+
     def output_grad(self, scale, D, multiclass, shape):
         """The gradient w.r.t. the packed output ``shape`` from the per-(row, task)
         scale ``w_it / sum_i w_it * dLoss/dL_t`` (B, T) and the element derivatives."""
@@ -287,8 +305,7 @@ class MultiTaskLoss(nn.Module):
         # Columns after the 2T (member row masks) belong to the member axis.
         labels, weights = y_true[:, :T], y_true[:, T:2 * T]
         if self.closed_form and y_pred.requires_grad and torch.is_grad_enabled():
-            losses = _ClosedFormTaskLosses.apply(self, y_pred, labels, weights)
-            return losses, weights.sum(0)
+            return _ClosedFormTaskLosses.apply(self, y_pred, labels, weights)
         E = self.element_losses(y_pred, labels, weights)
         # where(), not a product alone: a masked entry must not leak NaN or inf.
         E = torch.where(weights > 0, E, torch.zeros((), dtype=E.dtype, device=E.device))

@@ -620,18 +620,12 @@ class _StackedRun:
         with torch.no_grad():
             labels = targets[..., :T].reshape(k * B, T)
             weights = targets[..., T:2 * T] * row_mask.unsqueeze(-1)
-            E, D, multiclass = self.criterion.element_losses_and_grads(out, labels)
-            observed = weights > 0
-            zero = torch.zeros((), dtype=E.dtype, device=E.device)
-            E = torch.where(observed, E.view(k, B, T), zero)
-            D = torch.where(observed.view(k * B, T), D, zero)
-            den = weights.sum(1)
-            safe = den.clamp_min(1e-12)
-            losses = (weights * E).sum(1) / safe
-            a = torch.where(den > 0, self.static, zero)
+            losses, den, coef, D, multiclass = self.criterion.closed_form_terms(
+                out, labels, weights)
+            a = torch.where(den > 0, self.static, 0.0)
             member = (a * losses).sum(1)
-            scale = torch.where(observed, weights / safe.unsqueeze(1), zero) * a.unsqueeze(1)
-            G = self.criterion.output_grad(scale.view(k * B, T), D, multiclass, out.shape)
+            G = self.criterion.output_grad((coef * a.unsqueeze(1)).view(k * B, T), D,
+                                           multiclass, out.shape)
         return member, self.net.backward(tape, G)
 
     def _adam(self, grad, active):
