@@ -30,6 +30,7 @@ LibMTL-style engines do: the naive baseline, in the same rounds.
 """
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -225,6 +226,7 @@ def main():
     else:
         tasks, n_samples, rounds, epochs, peng_seeds, peng_rounds = (2, 5, 10), 2000, 15, 2, 3, 8
     start = time.perf_counter()
+    load_before = os.getloadavg()[0]
     synthetic_params = {"hidden_layer_sizes": (64, 8), "batch_size": 64, "lr": 3e-3}
     sections, timings = [], {}
     for T in tasks:
@@ -255,7 +257,8 @@ def main():
     elapsed = time.perf_counter() - start
     command = "python benchmarks/weighting.py" + (" --quick" if args.quick else "") + " --write"
     intro = (f"Command: `{command}` ({elapsed / 60:.1f} min; torch {torch.__version__}, "
-             f"{torch.get_num_threads()} thread, CPU). Epoch times are medians over interleaved "
+             f"{torch.get_num_threads()} thread, CPU; load average {load_before:.2f} before, "
+             f"{os.getloadavg()[0]:.2f} after). Epoch times are medians over interleaved "
              "rounds, as ratios to `static` measured in the same rounds; "
              "`naive` computes the per-task gradients with one full backward pass per task "
              "(`naive_task_gradients`).")
