@@ -146,6 +146,15 @@ class DirectStep:
                             if name.rsplit(".", 1)[-1] == "weight"] if net.l1 else [])
         self._workspaces = {}  # batch rows -> {key: buffer}
         self._grads = {}  # parameter -> its gradient buffer
+        self._flat = {}  # "shared" -> the flat buffer the shared gradient buffers view
+        # Per-task gradients (T, P) of the shared parameters are laid out in the
+        # order of ``shared``; the shared gradients are views of one flat buffer in
+        # that layout, so the combined update is one product written in place.
+        self._offsets, at = {}, 0
+        for p in self.shared:
+            self._offsets[p] = at
+            at += p.numel()
+        self.n_shared = at
 
     @classmethod
     def for_net(cls, net):
@@ -227,7 +236,7 @@ class DirectStep:
         """Back through ``tape`` from the output gradient ``g`` (which this pass may
         overwrite); parameter gradients go to the gradient buffers. Returns the
         input's gradient (None when not needed); with ``per_task_input`` (heads
-        whose first layer reads a shared input) each task's part of it, (T, B, D)."""
+        whose first layer reads a shared input) each task's part of it, (B, T, D)."""
         while tape:
             key, kind, layer, kept = tape.pop()
             more = bool(tape) or need_input_grad
@@ -237,7 +246,14 @@ class DirectStep:
                 torch.mm(kept.t(), flat.reshape(flat.shape[0], -1),
                          out=self._grad(layer.weight).view(layer.in_features, -1))
                 torch.sum(flat, 0, out=self._grad(layer.bias))
-                return torch.bmm(flat.transpose(0, 1), layer.weight.permute(1, 2, 0))
+                # g is usually the transpose of a (T, B, out) buffer: read it as that
+                # (a product faster than one writing across the rows), then lay the
+                # result out as (B, T, D) for the trunk's per-task pass.
+                B, T, D = kept.shape[0], layer.n_tasks, layer.in_features
+                J_t = torch.bmm(g.transpose(0, 1), layer.weight.permute(1, 2, 0),
+                                out=self._buffer(ws, key + ("per_task_t",), (T, B, D), kept))
+                J = self._buffer(ws, key + ("per_task",), (B, T, D), kept)
+                return J.copy_(J_t.transpose(0, 1))
             if kind == "activation":
                 derivative = _DERIVATIVE_INTO.get(type(layer))
                 if derivative is not None:
@@ -274,24 +290,50 @@ class DirectStep:
                     g = None
         return g
 
-    @staticmethod
-    def _per_task_backward(tape, J):
-        """Each task's gradients of the trunk's parameters from its part ``J`` (T, B, D)
-        of the representation's gradient: param -> (T, *param.shape), T backward
-        passes run as one."""
-        grads = {}
+    def _per_task_backward(self, tape, J, ws):
+        """Each task's gradients of the trunk's parameters from its part ``J`` (B, T, D)
+        of the representation's gradient (overwritten), T backward passes run as one:
+        the rows of a (T, P) buffer, parameters in the order of ``shared``. With the
+        task axis inside the rows, each layer's T weight gradients are one product
+        and T input gradients another."""
+        B, T = J.shape[:2]
+        G = self._buffer(ws, "per_task", (T, self.n_shared), J)
         while tape:
-            _, kind, layer, kept = tape.pop()
+            key, kind, layer, kept = tape.pop()
             if kind == "activation":
-                J = J * _ACTIVATIONS[type(layer)][1](kept, layer)
+                derivative = _DERIVATIVE_INTO.get(type(layer))
+                if derivative is not None:
+                    d = derivative(kept, self._buffer(ws, key + ("d",), kept.shape, kept))
+                    J.mul_(d.unsqueeze(1))
+                elif type(layer) is nn.ReLU:
+                    torch.ops.aten.threshold_backward.grad_input(
+                        J, kept.unsqueeze(1), 0.0, grad_input=J)
+                else:
+                    J.mul_(_ACTIVATIONS[type(layer)][1](kept, layer).unsqueeze(1))
             elif kind == "dropout":
-                J = J * kept
+                J.mul_(kept.unsqueeze(1))
             else:
-                grads[layer.weight] = torch.matmul(J.transpose(1, 2), kept)
-                grads[layer.bias] = J.sum(1)
+                (n_out, n_in), at = layer.weight.shape, self._offsets[layer.weight]
+                per_task = torch.mm(J.view(B, T * n_out).t(), kept, out=self._buffer(
+                    ws, key + ("per_task_w",), (T * n_out, n_in), kept))
+                G[:, at:at + n_out * n_in].copy_(per_task.view(T, -1))
+                at = self._offsets[layer.bias]
+                torch.sum(J, 0, out=G[:, at:at + n_out])
                 if tape:
-                    J = torch.matmul(J, layer.weight)
-        return grads
+                    J = torch.mm(J.view(B * T, n_out), layer.weight, out=self._buffer(
+                        ws, key + ("per_task",), (B * T, n_in), kept)).view(B, T, n_in)
+        return G
+
+    def _shared_grads(self):
+        """The flat gradient buffer of the shared parameters, whose views are their
+        gradient buffers (laid out as the rows of :meth:`_per_task_backward`)."""
+        flat = self._flat.get("shared")
+        if flat is None:
+            flat = self._flat["shared"] = torch.empty(self.n_shared, dtype=torch.float32,
+                                                      device=self.device)
+            for p, at in self._offsets.items():
+                self._grads[p] = flat[at:at + p.numel()].view_as(p)
+        return flat
 
     def _gradient_method(self, trunk_tape, head_tape, out, coef, D, multiclass, losses,
                          present, ws):
@@ -305,10 +347,9 @@ class DirectStep:
         J = self._backward(head_tape, own.view(out.shape), ws, need_input_grad=True,
                            per_task_input=True)
         if self.mode == "representation":
-            G = J.reshape(T, -1)
+            G = J.transpose(0, 1).reshape(T, -1)
         else:
-            per_task = self._per_task_backward(list(trunk_tape), J)
-            G = torch.cat([per_task[p].reshape(T, -1) for p in self.shared], 1)
+            G = self._per_task_backward(trunk_tape, J, ws)
         provides = self.state.provides_head_weights
         leaf = losses.detach().requires_grad_(not provides)
         with torch.set_grad_enabled(not provides):
@@ -319,28 +360,28 @@ class DirectStep:
                 (a,) = torch.autograd.grad(step.loss, leaf, allow_unused=True)
                 a = torch.zeros_like(losses) if a is None else a
         a = a.detach().to(losses.dtype)
-        for layer in self.head_linears:
-            self._grads[layer.weight].mul_(a.view(1, T, 1))
-            self._grads[layer.bias].mul_(a.view(T, 1))
+        # Usually every present task has weight 1 and none is absent: then the heads
+        # already hold their gradients (reading a CPU tensor costs no sync).
+        if a.device.type != "cpu" or any(v != 1.0 for v in a.tolist()):
+            for layer in self.head_linears:
+                self._grads[layer.weight].mul_(a.view(1, T, 1))
+                self._grads[layer.bias].mul_(a.view(T, 1))
         c = step.shared_coef.detach().to(G.dtype)
         if self.mode == "representation":
-            self._backward(trunk_tape, (c.view(T, 1, 1) * J).sum(0), ws, need_input_grad=False)
+            self._backward(trunk_tape, torch.matmul(c, J), ws, need_input_grad=False)
         else:
-            flat, at = c @ G, 0
-            for p in self.shared:
-                self._grad(p).copy_(flat[at:at + p.numel()].view_as(p))
-                at += p.numel()
+            torch.mv(G.t(), c, out=self._shared_grads())
         return step.loss.detach(), step.weights
 
     def buffers(self):
         """The step's buffers, for :meth:`reuse_buffers` by the next epoch's step."""
-        return (self.net.module_, self._workspaces, self._grads)
+        return (self.net.module_, self._workspaces, self._grads, self._flat)
 
     def reuse_buffers(self, buffers):
         """Take over the buffers of an earlier step of the same network (None: none),
         so that each epoch does not allocate them afresh."""
         if buffers is not None and buffers[0] is self.net.module_:
-            self._workspaces, self._grads = buffers[1], buffers[2]
+            self._workspaces, self._grads, self._flat = buffers[1:]
 
     def _grad(self, param):
         """The gradient buffer of ``param`` (its ``.grad`` after the step)."""

@@ -68,6 +68,10 @@ CASES = {
        for name in ("pcgrad", "mgda", "mgda_ub", "cagrad", "imtl", "upgrad", "gradnorm")},
     "pcgrad with dropout and tanh": {"weighting": "pcgrad", "dropout": 0.2,
                                      "activation": "tanh"},
+    # Heads scaled by weights other than 1; tiny batches leave tasks without labels.
+    "upgrad with loss weights (priors)": {
+        "weighting": "upgrad", "loss_weights": {"value": 0.5, "flag": 2.0, "level": 1.0}},
+    "mgda with absent tasks": {"weighting": "mgda", "batch_size": 2},
     "running-mean normalisation": {"loss_normalization": "running_mean"},
     "adamw": {"optimizer": "adamw", "alpha": 1e-2},
     "sgd": {"optimizer": "sgd", "lr": 1e-2},

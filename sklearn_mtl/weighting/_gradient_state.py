@@ -66,52 +66,69 @@ class GradientWeightingState(WeightingState):
             raise ValueError(
                 f"{type(self).__name__} needs per-task gradients; the engine passed grads=None."
             )
+        if (grads.device.type == "cpu" and losses.device.type == "cpu"
+                and not torch.is_grad_enabled()):
+            return self._combine_on_host(losses, present, grads)
         n = grads.shape[0]
         gram = gram_matrix(grads.detach())
-        on_host = gram.device.type == "cpu" and losses.device.type == "cpu"
-        if on_host and not torch.is_grad_enabled():
-            # The engine needs only the value and head_weights (it delivers the
-            # gradients itself): a few numpy operations instead of torch ones.
-            present_h = present.numpy()
-            w_h = np.where(present_h, self.static_weights.numpy(), 0.0).astype(np.float32)
-            loss_np = np.where(present_h, losses.detach().numpy(), 0.0)
-            head_loss = torch.tensor(float(w_h @ loss_np), dtype=losses.dtype)
-            w = torch.from_numpy(w_h)
-        else:
-            head_loss, w = weighted_sum(self.static_weights, losses, present)
+        head_loss, w = weighted_sum(self.static_weights, losses, present)
         loss = torch.where(present, losses.detach(), 0.0) if self.needs_losses else None
-        if on_host:
-            # Nothing to synchronise: read the tensors in place.
-            gram_h = gram.numpy().astype(np.float64)
-            present_h = present.numpy()
-            static_h = self.static_weights.numpy().astype(np.float64)
-            losses_h = loss.numpy().astype(np.float64) if loss is not None else None
-        else:
-            # Static weights travel too: the engine may change them in place between fits.
-            parts = [gram.reshape(-1), present.to(gram.dtype),
-                     self.static_weights.to(device=gram.device, dtype=gram.dtype)]
-            if loss is not None:
-                parts.append(loss.to(device=gram.device, dtype=gram.dtype))
-            # The one sync per step; float64 from here on.
-            host = torch.cat(parts).cpu().numpy().astype(np.float64)
-            gram_h = host[: n * n].reshape(n, n)
-            present_h = host[n * n : n * n + n] > 0.5
-            static_h = host[n * n + n : n * n + 2 * n]
-            losses_h = host[n * n + 2 * n :] if loss is not None else None
-        idx = np.flatnonzero(present_h)
-        coef_h = np.zeros(n)
-        if idx.size:
-            sub = gram_h[np.ix_(idx, idx)] if idx.size < n else gram_h
-            sub_losses = losses_h[idx] if losses_h is not None else None
-            if self.uses_priors:
-                s = static_h[idx]
-                coef_h[idx] = s * self.coefficients(sub * np.outer(s, s), sub_losses)
-            else:
-                coef_h[idx] = self.coefficients(sub, sub_losses)
-        coef = torch.from_numpy(coef_h.astype(np.float32 if grads.dtype == torch.float32
-                                              else np.float64))
-        if coef.device != grads.device or coef.dtype != grads.dtype:
-            coef = coef.to(device=grads.device, dtype=grads.dtype, non_blocking=True)
-        static_dtype = self.static_weights.dtype
-        weights = coef if coef.dtype == static_dtype else coef.to(static_dtype)
+        # Static weights travel too: the engine may change them in place between fits.
+        parts = [gram.reshape(-1), present.to(gram.dtype),
+                 self.static_weights.to(device=gram.device, dtype=gram.dtype)]
+        if loss is not None:
+            parts.append(loss.to(device=gram.device, dtype=gram.dtype))
+        # The one sync per step; float64 from here on.
+        host = torch.cat(parts).cpu().numpy().astype(np.float64)
+        present_h = host[n * n : n * n + n] > 0.5
+        losses_h = host[n * n + 2 * n :] if loss is not None else None
+        coef_h = self._host_coefficients(host[: n * n].reshape(n, n), present_h.tolist(),
+                                         host[n * n + n : n * n + 2 * n].tolist(), losses_h)
+        coef = torch.tensor(coef_h, dtype=grads.dtype).to(device=grads.device, non_blocking=True)
+        weights = coef if coef.dtype == self.static_weights.dtype else coef.to(
+            self.static_weights.dtype)
         return Step(head_loss, weights, coef, w.detach().to(losses.dtype))
+
+    def _combine_on_host(self, losses, present, grads):
+        """:meth:`combine` on the CPU without gradient recording, which is how the
+        engine calls it (it needs the values and ``head_weights`` only, and delivers
+        the gradients itself): the (T,) quantities as plain Python floats, the
+        tensors read in place."""
+        present_l = present.tolist()
+        static = self.static_weights.tolist()
+        loss_l = losses.detach().tolist()
+        w = [s if p else 0.0 for s, p in zip(static, present_l)]
+        head_loss = 0.0
+        for wi, li in zip(w, loss_l):
+            if wi:
+                head_loss += wi * li
+        losses_h = (np.array([li if p else 0.0 for li, p in zip(loss_l, present_l)])
+                    if self.needs_losses else None)
+        gram = gram_matrix(grads.detach()).numpy().astype(np.float64)
+        coef = torch.tensor(self._host_coefficients(gram, present_l, static, losses_h),
+                            dtype=grads.dtype)
+        weights = coef if coef.dtype == self.static_weights.dtype else coef.to(
+            self.static_weights.dtype)
+        return Step(torch.tensor(head_loss, dtype=losses.dtype), weights, coef,
+                    torch.tensor(w, dtype=losses.dtype))
+
+    def _host_coefficients(self, gram, present, static, losses):
+        """The (T,) coefficients as a list from the float64 Gram matrix, the present
+        mask and static weights as lists and the losses (float64 array or None):
+        :meth:`coefficients` on the present tasks, 0 for the others."""
+        n = len(present)
+        idx = [i for i in range(n) if present[i]]
+        coef = [0.0] * n
+        if not idx:
+            return coef
+        sub = gram if len(idx) == n else gram[np.ix_(idx, idx)]
+        sub_losses = losses[idx] if losses is not None else None
+        s = [static[i] for i in idx]
+        if self.uses_priors and any(v != 1.0 for v in s):
+            s_h = np.array(s)
+            values = (s_h * self.coefficients(sub * np.outer(s_h, s_h), sub_losses)).tolist()
+        else:
+            values = self.coefficients(sub, sub_losses).tolist()
+        for i, v in zip(idx, values):
+            coef[i] = v
+        return coef
