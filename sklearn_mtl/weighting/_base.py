@@ -29,7 +29,8 @@ The engine calls the state once per training step with the per-task losses::
             float tensor (T, P) of per-task gradients of the shared parameters
             (``needs_grads = "params"``) or of the shared representation
             (``needs_grads = "representation"``), detached, rows of absent
-            tasks all zero.
+            tasks all zero. The engine may reuse its memory from step to
+            step: a strategy that keeps it beyond the call keeps a copy.
 
 ``combine`` returns a :class:`Step`, an immutable record of that step; the
 strategy reports through it and sets no attribute for the engine to read:
