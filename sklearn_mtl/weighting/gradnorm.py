@@ -1,7 +1,10 @@
 """GradNorm: gradient normalisation (Chen et al. 2018)."""
 
+import functools
+import math
 from numbers import Real
 
+import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval
 
@@ -45,6 +48,32 @@ def renormalize_present(new_weights, old_weights, present, min_weight=1e-3):
     return torch.where(present, w * factor, w)
 
 
+#: Dtypes the host path of ``GradNormState.combine`` reads and writes through numpy.
+_HOST_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+@functools.lru_cache(maxsize=16)
+def _host_constants(dtype, lr, alpha, betas=(0.9, 0.999), eps=1e-8, min_weight=1e-3):
+    """The scalars of the torch path's update as it applies them, for the host path.
+
+    torch casts a Python scalar to the dtype of the tensor it meets, so in a
+    float32 state Adam's ``betas`` are float32 numbers. The moments average
+    hundreds of steps, which makes that rounding visible, so the host path
+    rounds the same way. The defaults are those of :func:`adam_masked_step`
+    and :func:`renormalize_present`. Returns the rounded ``b1, b2, 1 - b1,
+    1 - b2, eps, min_weight, lr, alpha``, the dtype's smallest normal number
+    and the rounding function.
+    """
+    np_type = _HOST_DTYPES[dtype]
+
+    def rnd(x):
+        return float(np_type(x))
+
+    b1, b2 = betas
+    scalars = (b1, b2, 1 - b1, 1 - b2, eps, min_weight, lr, alpha)
+    return (*map(rnd, scalars), float(torch.finfo(dtype).tiny), rnd)
+
+
 class GradNormState(WeightingState):
     #: The Step's head_weights are the gradient of its loss w.r.t. the losses.
     provides_head_weights = True
@@ -66,7 +95,14 @@ class GradNormState(WeightingState):
     def combine(self, losses, present, grads=None):
         if grads is None:
             raise ValueError("GradNorm needs per-task gradients; the engine passed grads=None.")
-        w_now = self.weights.detach().clone()
+        weights = self.weights
+        if (
+            not torch.is_grad_enabled()
+            and losses.is_cpu and present.is_cpu and grads.is_cpu and weights.is_cpu
+            and losses.dtype in _HOST_DTYPES and weights.dtype in _HOST_DTYPES
+        ):
+            return self._combine_host(losses, present, grads, weights)
+        w_now = weights.detach().clone()
         total, eff = weighted_sum(self.static_weights * w_now, losses, present)
         with torch.no_grad():
             loss = masked_losses(losses.detach(), present).to(self.initial_losses.dtype)
@@ -86,6 +122,73 @@ class GradNormState(WeightingState):
             self.weights.copy_(renormalize_present(self.weights, w_now, present))
         coef = eff.detach().to(grads.dtype)  # same dtype as the gradients it scales
         return Step(total, eff.detach(), shared_coef=coef, head_weights=coef)
+
+    def _combine_host(self, losses, present, grads, weights):
+        """:meth:`combine` on CPU tensors without gradient recording.
+
+        The same rule as the torch path (:func:`gradnorm_weight_gradient`,
+        :func:`adam_masked_step`, :func:`renormalize_present`), task by task in
+        Python floats: on (T,) tensors each torch op costs far more in dispatch
+        than in arithmetic. The state is read as lists and written back in
+        place through numpy views of its tensors.
+        """
+        b1, b2, c1, c2, eps, min_weight, lr, alpha, tiny, rnd = _host_constants(
+            weights.dtype, self.lr, self.alpha
+        )
+        # Looked up once: a module attribute lookup costs more than a task's arithmetic.
+        buf = self._buffers
+        pres = present.tolist()
+        loss = [x if p else 0.0 for x, p in zip(losses.tolist(), pres)]
+        norms = torch.linalg.vector_norm(grads, dim=1, dtype=torch.float32).tolist()
+        w_now = weights.tolist()
+        eff = [s * w if p else 0.0 for s, w, p in zip(buf["static_weights"].tolist(), w_now, pres)]
+        total = sum(e * x for e, x in zip(eff, loss))
+
+        # L_t(0): the first loss seen for each task.
+        init, has = buf["initial_losses"].tolist(), buf["has_initial"].tolist()
+        if any(p and not h for p, h in zip(pres, has)):
+            init = [x if p and not h else i for x, i, p, h in zip(loss, init, pres, has)]
+            buf["initial_losses"].numpy()[:] = init
+            buf["has_initial"].numpy()[:] = [p or h for p, h in zip(pres, has)]
+
+        idx = [t for t, p in enumerate(pres) if p]
+        n = max(len(idx), 1)
+        G = [w_now[t] * norms[t] for t in idx]
+        ltilde = [loss[t] / max(init[t], tiny) for t in idx]
+        mean_lt = sum(ltilde) / n
+        r = [x / (mean_lt if mean_lt > 0 else 1.0) for x in ltilde]
+        mean_G = sum(G) / n
+
+        # One Adam step on sign(G_t - target_t) |g_t| for the present tasks.
+        m, v, k = (buf[b].tolist() for b in ("exp_avg", "exp_avg_sq", "adam_steps"))
+        w = list(w_now)
+        for j, t in enumerate(idx):
+            d = G[j] - mean_G * max(r[j], 0.0) ** alpha
+            g = ((d > 0) - (d < 0)) * norms[t]
+            k[t] += 1.0
+            m[t] = b1 * m[t] + c1 * g
+            v[t] = b2 * v[t] + c2 * g * g
+            # The bias corrections cancel digits: take the powers as the state's
+            # dtype holds them, as the torch path does.
+            m_hat = m[t] / (1.0 - rnd(b1 ** k[t]))
+            v_hat = v[t] / (1.0 - rnd(b2 ** k[t]))
+            w[t] = max(w[t] - lr * m_hat / (math.sqrt(v_hat) + eps), min_weight)
+
+        # Rescale the present weights to their old sum.
+        new_sum = sum(w[t] for t in idx)
+        factor = sum(w_now[t] for t in idx) / (new_sum if new_sum > 0 else 1.0)
+        for t in idx:
+            w[t] *= factor
+        weights.detach().numpy()[:] = w
+        buf["exp_avg"].numpy()[:] = m
+        buf["exp_avg_sq"].numpy()[:] = v
+        buf["adam_steps"].numpy()[:] = k
+
+        dtype = _HOST_DTYPES[losses.dtype]
+        eff = torch.from_numpy(np.array(eff, dtype=dtype))
+        coef = eff if grads.dtype == eff.dtype else eff.to(grads.dtype)
+        return Step(torch.from_numpy(np.array(total, dtype=dtype)), eff, shared_coef=coef,
+                    head_weights=coef)
 
 
 class GradNorm(Weighting):

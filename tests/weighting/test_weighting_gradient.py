@@ -355,3 +355,44 @@ def test_gradnorm_stays_positive_and_keeps_sum_with_absent_tasks():
         w = state.weights.detach()
         assert (w > 0).all() and w.sum().item() == pytest.approx(3.0, rel=1e-5)
         assert torch.equal(w[~present], frozen[~present])
+
+
+def test_gradnorm_host_path_matches_torch_path(monkeypatch):
+    # Without gradient recording on the CPU (how the engine calls it) combine
+    # takes a host path; with recording it runs the torch ops. Same rule, to
+    # float32 rounding (the weights sum to 4, hence the absolute tolerance).
+    gen = torch.Generator().manual_seed(0)
+    torch_state = GradNorm(lr=0.05).build(np.array([1.0, 2.0, 0.5, 1.0]))
+    host_state = GradNorm(lr=0.05).build(np.array([1.0, 2.0, 0.5, 1.0]))
+    host_calls = []
+    host_path = host_state._combine_host
+
+    def counted_host_path(*args):
+        host_calls.append(1)
+        return host_path(*args)
+
+    monkeypatch.setattr(host_state, "_combine_host", counted_host_path)
+    scale = torch.tensor([[0.1], [1.0], [3.0], [10.0]])
+    for i in range(60):
+        present = torch.rand(4, generator=gen) > 0.3
+        if i < 3:  # tasks first seen at different steps; the first step has one task
+            present &= torch.arange(4) <= i
+        if i == 10:
+            present[:] = False
+        G = torch.randn(4, 50, generator=gen) * scale
+        G = torch.where(present[:, None], G, 0.0)
+        losses = torch.where(present, torch.rand(4, generator=gen), 0.0)
+        expected = torch_state.combine(losses.clone().requires_grad_(), present, G)
+        with torch.no_grad():
+            got = host_state.combine(losses, present, G)
+        assert len(host_calls) == i + 1
+        for name in ("loss", "weights", "shared_coef", "head_weights"):
+            a, b = getattr(got, name), getattr(expected, name).detach()
+            assert isinstance(a, torch.Tensor) and not a.requires_grad
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)  # checks dtype, shape
+        for name in ("weights", "exp_avg", "exp_avg_sq", "adam_steps", "initial_losses",
+                     "has_initial"):
+            a, b = getattr(host_state, name), getattr(torch_state, name)
+            torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-5)
+    assert not host_state.weights.requires_grad
+    assert host_state.weights.sum().item() == pytest.approx(4.0, rel=1e-5)
