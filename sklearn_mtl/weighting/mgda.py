@@ -100,7 +100,16 @@ def _wolfe_min_norm(M, tol=1e-12, max_iter=1000, start=None):
     its affine minimiser lies inside its hull, which usually leaves a single
     optimality check (the result is the same minimum).
     """
-    M = np.asarray(M, dtype=np.float64).tolist()
+    S, ws = _wolfe_corral(np.asarray(M, dtype=np.float64).tolist(), tol, max_iter, start)
+    w = np.zeros(len(M))
+    for s, x in zip(S, ws, strict=True):
+        w[s] = max(x, 0.0)
+    return w / w.sum()
+
+
+def _wolfe_corral(M, tol=1e-12, max_iter=1000, start=None):
+    """:func:`_wolfe_min_norm` on a list of rows: the final corral and its
+    weights ``(S, ws)``, lists, for callers that stay in plain floats."""
     k = len(M)
     diag = [M[i][i] for i in range(k)]
     scale = max(max(diag), _TINY)
@@ -151,10 +160,7 @@ def _wolfe_min_norm(M, tol=1e-12, max_iter=1000, start=None):
         if value >= xx - 1e-15 * scale:
             break  # no progress (numerical limit reached)
         S, ws = S_new, ws_new
-    w = np.zeros(k)
-    for s, x in zip(S, ws, strict=True):
-        w[s] = max(x, 0.0)
-    return w / w.sum()
+    return S, ws
 
 
 def min_norm_weights_np(M, tol=1e-12, max_iter=1000, hint=None):
