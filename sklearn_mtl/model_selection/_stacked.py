@@ -52,6 +52,8 @@ _MEMORY_FRACTION = 0.25
 _MEMORY_CAP = 2 << 30
 #: Rows (members x rows) per validation forward pass.
 _VALID_ROWS = 1 << 16
+#: Bytes of training rows gathered at once (a block of an epoch's steps).
+_BLOCK_BYTES = 1 << 25
 
 
 class Member:
@@ -312,8 +314,15 @@ class StackedMLP:
             at += 2
             for j in range(1, self.n_heads):
                 W, b = params[at], params[at + 1]
-                z = torch.baddbmm(b.reshape(k * T, 1, -1), h, W.reshape(k * T, W.shape[2], -1),
-                                  out=self._buffer(("out", at), (k * T, B, W.shape[3]), h))
+                if W.shape[3] == 1:
+                    # One output per task: batched products with a unit dimension are
+                    # slow; a row-wise dot product is not.
+                    z = torch.linalg.vecdot(h, W.reshape(k * T, 1, -1), out=self._buffer(
+                        ("out", at), (k * T, B), h)).unsqueeze(-1).add_(b.reshape(k * T, 1, 1))
+                else:
+                    z = torch.baddbmm(b.reshape(k * T, 1, -1), h,
+                                      W.reshape(k * T, W.shape[2], -1),
+                                      out=self._buffer(("out", at), (k * T, B, W.shape[3]), h))
                 a = mask = None
                 if j < self.n_heads - 1:
                     a = self._activate(z)
@@ -343,9 +352,15 @@ class StackedMLP:
                             g = g * mask
                         g = self._activation_grad(g, a)
                     W = params[at].reshape(k * T, params[at].shape[2], -1)
-                    grads[at] = torch.bmm(h.transpose(1, 2), g).view(params[at].shape)
                     grads[at + 1] = g.sum(1).view(params[at + 1].shape)
-                    g = torch.bmm(g, W.transpose(1, 2))
+                    if W.shape[2] == 1:  # as in forward_kept: products with a unit dimension
+                        grads[at] = torch.mul(h, g, out=self._buffer(("dh", at), h.shape, h)
+                                              ).sum(1).view(params[at].shape)
+                        g = torch.mul(g, W.view(k * T, 1, -1),
+                                      out=self._buffer(("dx", at), h.shape, h))
+                    else:
+                        grads[at] = torch.bmm(h.transpose(1, 2), g).view(params[at].shape)
+                        g = torch.bmm(g, W.transpose(1, 2))
                 at, h, a, mask = heads[0]
                 if mask is not None:
                     g = g * mask
@@ -564,26 +579,41 @@ class _StackedRun:
         rows_per_step = np.clip(counts[:, None] - B * np.arange(n_steps)[None, :], 0, B)
         train_sum = torch.zeros(len(live), dtype=torch.float32, device=self.device)
         dropout = bool((self.keep < 1).any())
-        for s in range(n_steps):
-            sl = slice(s * B, (s + 1) * B)
-            active = rows_per_step[:, s] > 0
-            tuner = self.tuner if self.tuner is not None and self.tuner.active else None
-            if tuner is not None:
-                tuner.before_step()
-            loss = self._train_step(x_idx[:, sl], t_idx[:, sl], valid_d[:, sl], active,
-                                    dropout)
-            if tuner is not None:
-                tuner.after_step()
-            train_sum += loss
+        k, T = len(live), self.T
+        # The epoch's rows are gathered a block of steps at a time (rows are narrow,
+        # and one gather per step costs more than the copy), step-major so that each
+        # step reads a contiguous (k, B, .) slice; padding rows get label weight 0.
+        row_bytes = 4 * k * B * (self.X.shape[1] + self.targets.shape[1])
+        per_block = max(1, _BLOCK_BYTES // row_bytes)
+        for first in range(0, n_steps, per_block):
+            steps = range(first, min(n_steps, first + per_block))
+            cols = slice(first * B, steps[-1] * B + B)
+            order = lambda idx: idx[:, cols].reshape(k, len(steps), B).transpose(0, 1).reshape(-1)
+            X_block = self.X.index_select(0, order(x_idx)).view(len(steps), k, B, -1)
+            t_block = self.targets.index_select(0, order(t_idx)).view(len(steps), k, B, -1)
+            mask = valid_d[:, cols].reshape(k, len(steps), B).transpose(0, 1)
+            t_block[..., T:2 * T] *= mask.unsqueeze(-1)
+            for j, s in enumerate(steps):
+                active = rows_per_step[:, s] > 0
+                tuner = self.tuner if self.tuner is not None and self.tuner.active else None
+                if tuner is not None:
+                    tuner.before_step()
+                loss = self._train_step(X_block[j], t_block[j], active, dropout)
+                if tuner is not None:
+                    tuner.after_step()
+                train_sum += loss
         self.train_means = (train_sum / n_steps).cpu().numpy()  # finiteness only
         self.epochs[live] += 1
 
     def _losses(self, out, targets, row_mask):
-        """(k, T) weighted mean losses and label-weight sums of packed outputs."""
+        """(k, T) weighted mean losses and label-weight sums of packed outputs (rows
+        where the optional (k, B) ``row_mask`` is 0 left out)."""
         T = self.T
         k, B = targets.shape[0], targets.shape[1]
         labels = targets[..., :T]
-        weights = targets[..., T:2 * T] * row_mask.unsqueeze(-1)
+        weights = targets[..., T:2 * T]
+        if row_mask is not None:
+            weights = weights * row_mask.unsqueeze(-1)
         E = self.criterion.element_losses(out, labels.reshape(k * B, T), None).view(k, B, T)
         E = torch.where(weights > 0, E, torch.zeros((), dtype=E.dtype, device=E.device))
         den = weights.sum(1)
@@ -596,22 +626,21 @@ class _StackedRun:
                 for i in range(k)])
         return losses, den
 
-    def _train_step(self, x_idx, t_idx, row_mask, active, dropout):
-        k, B = x_idx.shape
-        X = self.X.index_select(0, x_idx.reshape(-1)).view(k, B, -1)
-        targets = self.targets.index_select(0, t_idx.reshape(-1)).view(k, B, -1)
+    def _train_step(self, X, targets, active, dropout):
+        """One step of every member on its (k, B, .) rows ``X`` and ``targets`` (label
+        weights 0 on padding rows)."""
         if self.direct:
-            member, grad = self._direct_step(X, targets, row_mask.to(X.dtype), dropout)
+            member, grad = self._direct_step(X, targets, dropout)
             self._adam(grad, active)
             return member
         out = self.net.forward(self.net.leaves, X, self.keep if dropout else None)
-        losses, den = self._losses(out, targets, row_mask.to(X.dtype))
+        losses, den = self._losses(out, targets, None)
         present = den > 0
         member = torch.where(present, self.static * losses, 0.0).sum(1)
         self._adam(self.net.flat_grad(member.sum()), active)
         return member.detach()
 
-    def _direct_step(self, X, targets, row_mask, dropout):
+    def _direct_step(self, X, targets, dropout):
         """(member losses (k,), gradient (k, P)) of a step, the gradients written out
         (closed-form loss derivatives, :meth:`StackedMLP.backward`)."""
         T = self.T
@@ -619,7 +648,7 @@ class _StackedRun:
         out, tape = self.net.forward_kept(X, self.keep if dropout else None)
         with torch.no_grad():
             labels = targets[..., :T].reshape(k * B, T)
-            weights = targets[..., T:2 * T] * row_mask.unsqueeze(-1)
+            weights = targets[..., T:2 * T]
             losses, den, coef, D, multiclass = self.criterion.closed_form_terms(
                 out, labels, weights)
             a = torch.where(den > 0, self.static, 0.0)
