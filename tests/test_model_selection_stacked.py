@@ -18,6 +18,7 @@ from torch import nn
 
 from sklearn_mtl import MultiTaskRegressor, MultiTaskRegressorClassifier, make_task_scorers
 from sklearn_mtl.model_selection import MultiTaskGridSearchCV, MultiTaskRandomizedSearchCV
+from sklearn_mtl.model_selection import _stacked as stacked_module
 from sklearn_mtl.model_selection._stacked import StackedMLP, _StackedRun
 
 from .conftest import make_mixed
@@ -276,6 +277,18 @@ def test_memory_bound_chunks_give_same_results(clear_searches, data):
                                     refit=False).fit(X, Y)
     np.testing.assert_allclose(chunked.cv_results_["mean_test_score"],
                                ours.cv_results_["mean_test_score"], atol=1e-6)
+
+
+def test_rows_gathered_a_step_at_a_time_give_the_same_search(clear_searches, data,
+                                                              monkeypatch):
+    # An epoch's rows are gathered in blocks of steps; blocks of one step give
+    # the same arithmetic, hence the same scores to the last bit.
+    X, Y = data
+    ours, _ = clear_searches
+    monkeypatch.setattr(stacked_module, "_BLOCK_BYTES", 1)
+    stepwise = MultiTaskGridSearchCV(small(), CLEAR_GRID, cv=CV, refit=False).fit(X, Y)
+    np.testing.assert_array_equal(stepwise.cv_results_["mean_test_score"],
+                                  ours.cv_results_["mean_test_score"])
 
 
 def test_invalid_max_members_names_the_parameter(data):
