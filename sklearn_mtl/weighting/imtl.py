@@ -1,10 +1,22 @@
 """IMTL-G: impartial multi-task learning, gradient part (Liu et al. 2021)."""
 
+import math
+
 import numpy as np
 import torch
 
 from ._base import Weighting
 from ._gradient_state import GradientWeightingState
+from .mgda import _solve_small
+
+_TINY = np.finfo(np.float64).tiny
+# A pivot below _PIVOT_RTOL times the largest gradient norm, or a coefficient
+# beyond _ALPHA_MAX, means (nearly) dependent gradients. Elimination then
+# cannot tell a negligible singular value from rounding (in a singular system
+# the two can split over several pivots), so the pseudo-inverse, which drops
+# such singular values, decides.
+_PIVOT_RTOL = 1e-7
+_ALPHA_MAX = 1e6
 
 
 def imtl_g_coefficients(gram):
@@ -26,8 +38,8 @@ def imtl_g_coefficients(gram):
     return torch.as_tensor(imtl_g_coefficients_np(M), dtype=gram.dtype, device=gram.device)
 
 
-def imtl_g_coefficients_np(M):
-    """:func:`imtl_g_coefficients` on a float64 numpy Gram matrix (numpy out)."""
+def _imtl_g_coefficients_pinv(M):
+    """IMTL-G's coefficients through a pseudo-inverse (any Gram matrix)."""
     k = M.shape[0]
     norms = np.sqrt(np.clip(np.diag(M), 0.0, None))
     alive = norms > 1e-12 * max(float(norms.max()), np.finfo(np.float64).tiny)
@@ -48,6 +60,58 @@ def imtl_g_coefficients_np(M):
     out[idx[0]] = 1.0 - alpha_rest.sum()
     out[idx[1:]] = alpha_rest
     return out
+
+
+def imtl_g_coefficients_np(M):
+    """:func:`imtl_g_coefficients` on a float64 numpy Gram matrix (numpy out).
+
+    The (k-1, k-1) system is solved by Gaussian elimination in plain Python
+    floats: at these sizes per-call overhead, not arithmetic, sets the cost.
+    Nearly dependent gradients (a tiny pivot or huge coefficients) and
+    non-finite input go through the pseudo-inverse.
+    """
+    k = M.shape[0]
+    rows = M.tolist()
+    diag = list(map(list.__getitem__, rows, range(k)))
+    if not math.isfinite(sum(diag)):
+        return _imtl_g_coefficients_pinv(M)
+    norms = [math.sqrt(d) if d > 0.0 else 0.0 for d in diag]
+    nmax = max(norms)
+    thr = 1e-12 * max(nmax, _TINY)
+    if k > 1 and min(norms) > thr:
+        idx = None
+    else:
+        idx = [t for t in range(k) if norms[t] > thr]
+        if not idx:
+            return np.full(k, 1.0 / k)
+        if len(idx) == 1:
+            out = np.zeros(k)
+            out[idx[0]] = 1.0
+            return out
+        rows = [[rows[i][j] for j in idx] for i in idx]
+        norms = [norms[i] for i in idx]
+    # Task 0 (of the live ones) is the reference; Mn_ij = M_ij / n_j = g_i . u_j.
+    R0, n0 = rows[0], norms[0]
+    c = R0[0] / n0
+    nr = norms[1:]
+    gU = [c - x / n for x, n in zip(R0[1:], nr)]
+    cols = list(zip(*rows[1:]))  # cols[j][i - 1] = M_ij, i >= 1
+    a = [x / n0 for x in cols[0]]  # Mn_i0
+    # Row j of DU^T: Mn_00 - Mn_0j - Mn_i0 + Mn_ij over i.
+    A = [[x / n - ai + g for x, ai in zip(col, a)] for col, g, n in zip(cols[1:], gU, nr)]
+    # _solve_small gives up at pivots below 1e-13 times its scale argument:
+    # here below _PIVOT_RTOL * nmax.
+    alpha = _solve_small(A, gU, _PIVOT_RTOL / 1e-13 * nmax)
+    if alpha is None or not max(map(abs, alpha)) < _ALPHA_MAX:  # also catches nan
+        return _imtl_g_coefficients_pinv(M)
+    s = sum(alpha)
+    if idx is None:
+        return np.array([1.0 - s] + alpha)
+    out = [0.0] * k
+    out[idx[0]] = 1.0 - s
+    for j, x in zip(idx[1:], alpha):
+        out[j] = x
+    return np.array(out)
 
 
 class IMTLState(GradientWeightingState):

@@ -7,6 +7,15 @@ from ._base import Weighting
 from ._gradient_state import GradientWeightingState
 from ._utils import on_host
 
+# Tolerances relative to the largest diagonal entry of the Gram matrix, so
+# the fast path is scale-free. An LDL^T pivot below _DEFINITE_TOL means
+# (nearly) linearly dependent gradients: the projection weights are then not
+# unique, or sensitive to rounding, and the NNLS path decides (its square
+# root has the square root of the Gram matrix's condition number).
+_DEFINITE_TOL = 1e-6
+_PIVOT_TOL = 1e-13
+_KKT_TOL = 1e-12
+
 
 def _gram_root(M):
     """``A`` with ``A^T A = M`` (symmetric PSD square root from an eigendecomposition)."""
@@ -31,20 +40,299 @@ def dual_cone_projection_weights(A, i, u=1.0):
     return v
 
 
-def upgrad_coefficients_np(M, pref=None):
-    """:func:`upgrad_coefficients` on a float64 numpy Gram matrix (numpy out)."""
-    k = M.shape[0]
+def _upgrad_coefficients_nnls(M, p):
+    """UPGrad's coefficients through a square root and k NNLS problems.
+
+    Handles every Gram matrix, singular ones included (their projection
+    weights are not unique; Lawson-Hanson picks a basic solution).
+    """
     scale = float(np.diag(M).max())
-    p = np.full(k, 1.0 / k) if pref is None else np.asarray(pref, dtype=np.float64)
     if scale <= 0:
         return p.copy()
     # One square root for all k projections; scale-free tolerances inside NNLS.
     A = _gram_root(M / scale)
-    coef = np.zeros(k)
-    for i in range(k):
+    coef = np.zeros(len(p))
+    for i in range(len(p)):
         if p[i] != 0:
             coef += dual_cone_projection_weights(A, i, p[i])
     return coef
+
+
+def _is_definite(S, tol):
+    """Whether every LDL^T pivot of the symmetric matrix ``S`` (list of rows)
+    exceeds ``tol``; False for non-finite entries.
+
+    A diagonal margin ``S_jj - sum_{l != j} |S_jl| > tol`` on every row bounds
+    the smallest eigenvalue, hence every pivot, from below, and settles most
+    Gram matrices without the factorisation.
+    """
+    for j, row in enumerate(S):
+        if not 2.0 * row[j] - sum(map(abs, row)) > tol:
+            break
+    else:
+        return True
+    k = len(S)
+    L = [row[: j + 1] for j, row in enumerate(S)]
+    for c in range(k):
+        d = L[c][c]
+        if not d > tol:
+            return False
+        inv = 1.0 / d
+        for r in range(c + 1, k):
+            Lr = L[r]
+            f = Lr[c] * inv
+            if f:
+                for t in range(c + 1, r + 1):
+                    Lr[t] -= f * L[t][c]
+    return True
+
+
+def _face_solve(S, P, q, tol):
+    """``z_P`` solving ``S_PP z_P = -q_P``, or None when a pivot is ``<= tol``.
+
+    ``S_PP`` is a principal block of a positive definite matrix, so symmetric
+    elimination (LDL^T) needs no pivoting. Up to four unknowns are unrolled:
+    these are by far the most common faces.
+    """
+    n = len(P)
+    if n == 1:
+        a = P[0]
+        d = S[a][a]
+        return [-q[a] / d] if d > tol else None
+    if n == 2:
+        a, b = P
+        Sa = S[a]
+        saa, sab = Sa[a], Sa[b]
+        if not saa > tol:
+            return None
+        l1 = sab / saa
+        d1 = S[b][b] - sab * l1
+        if not d1 > tol:
+            return None
+        ya = -q[a]
+        xb = (-q[b] - l1 * ya) / d1
+        return [(ya - sab * xb) / saa, xb]
+    if n == 3:
+        a, b, c = P
+        Sa, Sb = S[a], S[b]
+        saa, sab, sac = Sa[a], Sa[b], Sa[c]
+        if not saa > tol:
+            return None
+        l1, l2 = sab / saa, sac / saa
+        d1 = Sb[b] - sab * l1
+        if not d1 > tol:
+            return None
+        e1 = Sb[c] - sac * l1
+        l3 = e1 / d1
+        d2 = S[c][c] - sac * l2 - e1 * l3
+        if not d2 > tol:
+            return None
+        ya = -q[a]
+        yb = -q[b] - l1 * ya
+        xc = (-q[c] - l2 * ya - l3 * yb) / d2
+        xb = (yb - e1 * xc) / d1
+        return [(ya - sab * xb - sac * xc) / saa, xb, xc]
+    if n == 4:
+        a, b, c, e = P
+        Sa, Sb, Sc = S[a], S[b], S[c]
+        d0, s01, s02, s03 = Sa[a], Sa[b], Sa[c], Sa[e]
+        if not d0 > tol:
+            return None
+        l10, l20, l30 = s01 / d0, s02 / d0, s03 / d0
+        d1 = Sb[b] - s01 * l10
+        if not d1 > tol:
+            return None
+        t21 = Sb[c] - s02 * l10
+        t31 = Sb[e] - s03 * l10
+        l21, l31 = t21 / d1, t31 / d1
+        d2 = Sc[c] - s02 * l20 - t21 * l21
+        if not d2 > tol:
+            return None
+        t32 = Sc[e] - s03 * l20 - t31 * l21
+        l32 = t32 / d2
+        d3 = S[e][e] - s03 * l30 - t31 * l31 - t32 * l32
+        if not d3 > tol:
+            return None
+        y0 = -q[a]
+        y1 = -q[b] - l10 * y0
+        y2 = -q[c] - l20 * y0 - l21 * y1
+        x3 = (-q[e] - l30 * y0 - l31 * y1 - l32 * y2) / d3
+        x2 = y2 / d2 - l32 * x3
+        x1 = y1 / d1 - l21 * x2 - l31 * x3
+        return [y0 / d0 - l10 * x1 - l20 * x2 - l30 * x3, x1, x2, x3]
+    A = [[S[a][b] for b in P] for a in P]
+    x = [-q[a] for a in P]
+    for c in range(n):
+        Ac = A[c]
+        d = Ac[c]
+        if not d > tol:
+            return None
+        inv = 1.0 / d
+        xc = x[c]
+        for r in range(c + 1, n):
+            Ar = A[r]
+            f = Ar[c] * inv
+            if f:
+                for t in range(c + 1, n):
+                    Ar[t] -= f * Ac[t]
+                x[r] -= f * xc
+    for r in range(n - 1, -1, -1):
+        Ar = A[r]
+        acc = x[r]
+        for t in range(r + 1, n):
+            acc -= Ar[t] * x[t]
+        x[r] = acc / Ar[r]
+    return x
+
+
+def _is_stationary(S, q, P, zP, tol):
+    """KKT check of ``z`` (values ``zP`` on ``P``, 0 elsewhere): whether
+    ``S z + q >= -tol`` everywhere, i.e. no bound index has a descent
+    direction (on ``P`` it is zero up to rounding). Unrolled for small ``P``."""
+    n = len(P)
+    if n == 1:
+        za = zP[0]
+        for x, y in zip(q, S[P[0]]):
+            if x + za * y < -tol:
+                return False
+        return True
+    if n == 2:
+        za, zb = zP
+        for x, y, z in zip(q, S[P[0]], S[P[1]]):
+            if x + za * y + zb * z < -tol:
+                return False
+        return True
+    if n == 3:
+        za, zb, zc = zP
+        for x, y, z, w in zip(q, S[P[0]], S[P[1]], S[P[2]]):
+            if x + za * y + zb * z + zc * w < -tol:
+                return False
+        return True
+    for t, x in enumerate(q):
+        acc = x
+        for p, zp in zip(P, zP):
+            acc += zp * S[p][t]
+        if acc < -tol:
+            return False
+    return True
+
+
+def _project_active_set(S, q, scale, max_iter):
+    """Active-set solution of ``min_{z >= 0} z^T S z + 2 q . z``.
+
+    ``S`` is a symmetric positive definite list of rows (largest diagonal
+    entry ``scale``, which sets the tolerances), so the minimiser is unique.
+    Works on the Gram matrix directly: the gradient ``2 (S z + q)`` and the
+    face problems ``S_PP z_P = -q_P`` need no square root. The first guess
+    of the passive set is ``{j : q_j < 0}`` (for a dual-cone projection, the
+    tasks that conflict with the projected one), which is usually the
+    optimal one: a single face problem and a KKT check then settle it.
+    Otherwise Lawson-Hanson iterations follow, from the guess when its face
+    solution is feasible, else from ``z = 0``. Returns the passive set and
+    its values ``(P, z_P)``, or None on a nearly singular face problem or
+    after ``max_iter`` steps (the caller then uses NNLS).
+    """
+    ptol = _PIVOT_TOL * scale
+    ktol = _KKT_TOL * scale
+    P = [j for j, x in enumerate(q) if x < 0.0]
+    if not P:
+        return P, []  # z = 0 is optimal: the gradient 2 q is >= 0
+    zP = _face_solve(S, P, q, ptol)
+    if zP is not None and min(zP) > 0.0:
+        if _is_stationary(S, q, P, zP, ktol):
+            return P, zP
+    else:
+        P, zP = [], []
+    k = len(S)
+    it = 0
+    while it < max_iter:
+        # w = -(S z + q): the steepest-descent direction; at the optimum it is
+        # <= 0 on every index at its bound.
+        w = [-x for x in q]
+        for p, zp in zip(P, zP):
+            w = [a - zp * b for a, b in zip(w, S[p])]
+        best, j = ktol, -1
+        for t in range(k):
+            if w[t] > best and t not in P:
+                best, j = w[t], t
+        if j < 0:
+            return P, zP
+        P = P + [j]
+        z = zP + [0.0]
+        while True:
+            it += 1
+            if it > max_iter:
+                return None
+            s = _face_solve(S, P, q, ptol)
+            if s is None:
+                return None
+            if min(s) > 0.0:
+                zP = s
+                break
+            # Step from z toward s until a coordinate reaches zero; drop it.
+            alpha, drop = 1.0, -1
+            for t, (zt, st) in enumerate(zip(z, s)):
+                if st <= 0.0:
+                    d = zt - st
+                    a = zt / d if d > 0.0 else 0.0
+                    if a < alpha or drop < 0:
+                        alpha, drop = a, t
+            z = [zt + alpha * (st - zt) for zt, st in zip(z, s)]
+            keep = [t for t in range(len(P)) if t != drop and z[t] > 0.0]
+            P = [P[t] for t in keep]
+            z = [z[t] for t in keep]
+            if not P:
+                zP = []
+                break
+    return None
+
+
+def upgrad_coefficients_np(M, pref=None):
+    """:func:`upgrad_coefficients` on a float64 numpy Gram matrix (numpy out).
+
+    Each projection is the convex QP ``min_{z >= 0} z^T M z + 2 u M_i . z``
+    (see :func:`dual_cone_projection_weights`), solved by an active-set
+    method in plain Python floats on the Gram matrix itself, with tolerances
+    relative to its largest diagonal entry: at these sizes per-call
+    overhead, not arithmetic, sets the cost. Gram matrices that are not
+    numerically positive definite (their projection weights are then not
+    unique, or ill-determined), non-finite input and the rare active-set
+    failure go through the square-root/NNLS path.
+    """
+    k = M.shape[0]
+    if pref is None:
+        p = [1.0 / k] * k
+    else:
+        p = np.asarray(pref, dtype=np.float64).tolist()
+        if not np.isfinite(p).all():
+            return _upgrad_coefficients_nnls(M, np.array(p))
+    S = M.tolist()
+    scale = max(map(list.__getitem__, S, range(k)))
+    if not 0.0 < scale < float("inf"):
+        return _upgrad_coefficients_nnls(M, np.array(p))
+    # Symmetric from the lower triangle (the one eigh reads).
+    for a in range(1, k):
+        Sa = S[a]
+        for b in range(a):
+            S[b][a] = Sa[b]
+    if not _is_definite(S, _DEFINITE_TOL * scale):
+        return _upgrad_coefficients_nnls(M, np.array(p))
+    coef = [0.0] * k
+    max_iter = 3 * k + 3
+    for i in range(k):
+        u = p[i]
+        if u == 0:
+            continue
+        # Positive homogeneity: solve for u = +-1 and scale.
+        q = S[i] if u > 0 else [-x for x in S[i]]
+        res = _project_active_set(S, q, scale, max_iter)
+        if res is None:
+            return _upgrad_coefficients_nnls(M, np.array(p))
+        m = abs(u)
+        for t, zt in zip(*res):
+            coef[t] += m * zt
+        coef[i] += u
+    return np.array(coef)
 
 
 def upgrad_coefficients(gram, pref=None):
@@ -74,8 +362,8 @@ class UPGrad(Weighting):
     of the task gradients, ``{x : g_t . x >= 0 for all t}``, and the update is
     the mean of the projections. The update therefore conflicts with no
     task, and gradients that already do not conflict are averaged
-    unchanged. Each projection is a small non-negative least-squares
-    problem on the Gram matrix, solved on the host.
+    unchanged. Each projection is a small convex quadratic problem on the
+    Gram matrix, solved on the host.
 
     ``needs_grads = "params"``. Static weights are priors (the paper's
     preference vector): each ``g_t`` is scaled by ``w_t`` before the
