@@ -544,6 +544,7 @@ class _StackedRun:
         self.best_task = ([self.net.flat.detach().clone() for _ in range(T)]
                           if self.any_stopping else None)
         self.best_all = self.net.flat.detach().clone() if self.any_stopping else None
+        self._blocks = {}  # storage of the gathered training rows (see _gather)
 
     def step_macs(self):
         return len(self.members) * self.batch_size * self.net.n_params
@@ -589,8 +590,9 @@ class _StackedRun:
             steps = range(first, min(n_steps, first + per_block))
             cols = slice(first * B, steps[-1] * B + B)
             order = lambda idx: idx[:, cols].reshape(k, len(steps), B).transpose(0, 1).reshape(-1)
-            X_block = self.X.index_select(0, order(x_idx)).view(len(steps), k, B, -1)
-            t_block = self.targets.index_select(0, order(t_idx)).view(len(steps), k, B, -1)
+            X_block = self._gather("X", self.X, order(x_idx)).view(len(steps), k, B, -1)
+            t_block = self._gather("targets", self.targets, order(t_idx)).view(
+                len(steps), k, B, -1)
             mask = valid_d[:, cols].reshape(k, len(steps), B).transpose(0, 1)
             t_block[..., T:2 * T] *= mask.unsqueeze(-1)
             for j, s in enumerate(steps):
@@ -604,6 +606,17 @@ class _StackedRun:
                 train_sum += loss
         self.train_means = (train_sum / n_steps).cpu().numpy()  # finiteness only
         self.epochs[live] += 1
+
+    def _gather(self, name, source, rows):
+        """``source[rows]`` written into storage kept from epoch to epoch (fresh pages
+        for megabytes of rows each epoch cost more than the gather)."""
+        shape = (rows.shape[0],) + tuple(source.shape[1:])
+        n = math.prod(shape)
+        storage = self._blocks.get(name)
+        if storage is None or storage.numel() < n:
+            storage = self._blocks[name] = torch.empty(n, dtype=source.dtype,
+                                                       device=source.device)
+        return torch.index_select(source, 0, rows, out=storage[:n].view(shape))
 
     def _losses(self, out, targets, row_mask):
         """(k, T) weighted mean losses and label-weight sums of packed outputs (rows
