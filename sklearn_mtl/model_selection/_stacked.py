@@ -527,6 +527,7 @@ class _StackedRun:
         self.eps = torch.tensor([m.eps for m in members], **f32).unsqueeze(1)
         self.exp_avg = torch.zeros_like(self.net.flat)
         self.exp_avg_sq = torch.zeros_like(self.net.flat)
+        self.steps_equal = True  # whether every member has taken every step so far
         self.step_counts = [torch.zeros((), dtype=torch.float32, device=self.device)
                             for _ in members]
         self._set_adam_rows()
@@ -678,6 +679,18 @@ class _StackedRun:
         with torch.no_grad():
             if self.decaying:
                 grad = grad + self.net.flat * self.net.decay * self.alpha
+            if len(self.adam_groups) == 1 and active.all() and self.steps_equal:
+                # Every member steps with the same settings and step count: one call
+                # on the whole (k, P) tensors (the same elementwise update).
+                (_, (lr, beta1, beta2, eps)), = self.adam_groups
+                torch._foreach_add_(self.step_counts, 1)
+                torch._fused_adam_(
+                    [self.net.flat], [grad], [self.exp_avg], [self.exp_avg_sq], [],
+                    self.step_counts[:1], amsgrad=False, lr=lr, beta1=beta1, beta2=beta2,
+                    weight_decay=0.0, eps=eps, maximize=False, grad_scale=None,
+                    found_inf=None)
+                return
+            self.steps_equal = False  # from here on, per member
             grads = grad.unbind(0)
             for slots, (lr, beta1, beta2, eps) in self.adam_groups:
                 if not active.all():
