@@ -546,6 +546,7 @@ class _StackedRun:
                           if self.any_stopping else None)
         self.best_all = self.net.flat.detach().clone() if self.any_stopping else None
         self._blocks = {}  # storage of the gathered training rows (see _gather)
+        self._valid = None  # the members' validation rows (see _validation_rows)
 
     def step_macs(self):
         return len(self.members) * self.batch_size * self.net.n_params
@@ -720,34 +721,42 @@ class _StackedRun:
     def _validation_losses(self, slots):
         """(len(slots), T) validation losses (NaN where a task has no label) of the
         members in stack ``slots``, in eval mode."""
-        members = [self.members[self.live[s]] for s in slots]
-        n_valid = np.array([len(m.valid_rows) for m in members])
-        V = int(n_valid.max())
-        local = torch.zeros((len(slots), V), dtype=torch.int64)
-        valid = torch.zeros((len(slots), V), dtype=torch.bool)
-        for s, m in enumerate(members):
-            local[s, :len(m.valid_rows)] = torch.from_numpy(m.valid_rows)
-            valid[s, :len(m.valid_rows)] = True
+        X_valid, t_valid = self._validation_rows()
+        idx = torch.as_tensor(self.live[slots], dtype=torch.int64, device=self.device)
+        X_valid, t_valid = X_valid.index_select(0, idx), t_valid.index_select(0, idx)
         sl = torch.as_tensor(slots, dtype=torch.int64, device=self.device)
-        idx = [self.live[s] for s in slots]
-        x_idx = (local + torch.from_numpy(self.x_offset[idx]).unsqueeze(1)).to(self.device)
-        t_idx = (local + torch.from_numpy(self.t_offset[idx]).unsqueeze(1)).to(self.device)
-        valid = valid.to(self.device)
         params = self.net.flat.detach().index_select(0, sl)
+        V = X_valid.shape[1]
         step = max(1, _VALID_ROWS // len(slots))
         num = torch.zeros((len(slots), self.T), dtype=torch.float32, device=self.device)
         den = torch.zeros_like(num)
         with torch.no_grad():
             for c in range(0, V, step):
-                cs = slice(c, c + step)
-                out = self.net.forward(params, self.X[x_idx[:, cs]])
-                losses, d = self._losses(out, self.targets[t_idx[:, cs]],
-                                         valid[:, cs].to(torch.float32))
+                out = self.net.forward(params, X_valid[:, c:c + step])
+                losses, d = self._losses(out, t_valid[:, c:c + step], None)
                 num += losses * d
                 den += d
         num, den = num.cpu().numpy().astype(np.float64), den.cpu().numpy().astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+    def _validation_rows(self):
+        """Every member's validation rows, gathered once: X (n, V, F) and targets
+        (n, V, .), padded to the most rows with label weight 0."""
+        if self._valid is None:
+            V = max((len(m.valid_rows) for m in self.members if m.valid_rows is not None),
+                    default=0)
+            X = self.X.new_zeros((len(self.members), V, self.X.shape[1]))
+            t = self.targets.new_zeros((len(self.members), V, self.targets.shape[1]))
+            for i, m in enumerate(self.members):
+                if m.valid_rows is None or not len(m.valid_rows):
+                    continue
+                rows = torch.from_numpy(m.valid_rows).to(self.device)
+                n = rows.shape[0]
+                X[i, :n] = self.X.index_select(0, rows + int(self.x_offset[i]))
+                t[i, :n] = self.targets.index_select(0, rows + int(self.t_offset[i]))
+            self._valid = (X, t)
+        return self._valid
 
     def _end_epoch(self):
         live = self.live
