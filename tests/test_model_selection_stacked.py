@@ -354,9 +354,15 @@ def _members_with(X, Y, n, **params):
     {"head_hidden_sizes": (8, 6), "hidden_layer_sizes": (16, 12)},
     {"activation": "tanh", "dropout": 0.3},
     {"activation": "elu", "head_hidden_sizes": (8, 6)},
-], ids=["default", "no head hidden layer", "deeper", "tanh and dropout", "elu, deeper heads"])
+    {"tasks": ["value", "flag"]},
+    {"tasks": ["value", "flag"], "dropout": 0.2},
+], ids=["default", "no head hidden layer", "deeper", "tanh and dropout", "elu, deeper heads",
+        "one output per task (row-wise last layer)", "one output per task, dropout"])
 def test_written_out_stacked_step_equals_autograd(data, params):
     X, Y = data
+    params = dict(params)
+    if "tasks" in params:
+        Y = Y[params.pop("tasks")]
     members = _members_with(X, Y, 3, **params)
     run = _StackedRun(members, "cpu")
     assert run.direct

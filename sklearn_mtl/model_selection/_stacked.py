@@ -304,6 +304,16 @@ class StackedMLP:
                 tape.append((at, h, None, None))
                 return out.reshape(k * B, T * o), tape  # read within the step only
             a = self._activate(out)
+            if self.n_heads == 2 and keep is None and params[at + 2].shape[3] == 1:
+                # One output per task after one hidden head layer (the default heads):
+                # a row-wise dot product in the (k, B, T, o) layout gives the packed
+                # outputs directly, with no copy of the tasks to the front.
+                W, b = params[at + 2], params[at + 3]
+                tape.append((at, h, a, None))
+                z = torch.linalg.vecdot(a.view(k, B, T, o), W.view(k, 1, T, o),
+                                        out=self._buffer(("out", at + 2), (k, B, T), h))
+                tape.append((at + 2, a.view(k, B, T, o), None, _ROW_WISE))
+                return z.add_(b.view(k, 1, T)).view(k * B, T), tape
             hh = self._buffer(("tasks", at), (k, T, B, o), h)
             hh.copy_(a.view(k, B, T, o).transpose(1, 2))
             hh = hh.view(k * T, B, o)
@@ -343,7 +353,18 @@ class StackedMLP:
         B = g_out.shape[0] // k
         with torch.no_grad():
             heads = tape[self.n_trunk:]
-            if self.n_heads > 1:
+            if heads[-1][3] is _ROW_WISE:  # see forward_kept
+                at, h, _, _ = heads[1]
+                g = g_out.view(k, B, T)
+                W = params[at]
+                grads[at + 1] = g.sum(1).view(params[at + 1].shape)
+                grads[at] = torch.mul(h, g.unsqueeze(-1), out=self._buffer(
+                    ("dh", at), h.shape, h)).sum(1).view(W.shape)
+                g = torch.mul(g.unsqueeze(-1), W.view(k, 1, T, -1),
+                              out=self._buffer(("dx", at), h.shape, h))
+                at, h, a, _ = heads[0]
+                g = self._activation_grad(g.view(k, B, -1), a)
+            elif self.n_heads > 1:
                 m = g_out.shape[1] // T
                 g = g_out.view(k, B, T, m).transpose(1, 2).reshape(k * T, B, m)
                 for at, h, a, mask in reversed(heads[1:]):
@@ -387,6 +408,10 @@ class StackedMLP:
                                   out=self._buffer(("dx", at), h.shape, g))
             flat = self._buffer("grad", self.flat.shape, self.flat)
             return torch.cat([t.reshape(k, -1) for t in grads], 1, out=flat)
+
+
+#: Tape marker of the last head layer run as a row-wise dot product (forward_kept).
+_ROW_WISE = object()
 
 
 def _dropout_mask(h, keep):
