@@ -313,16 +313,27 @@ class DirectStep:
             elif kind == "dropout":
                 J.mul_(kept.unsqueeze(1))
             else:
-                (n_out, n_in), at = layer.weight.shape, self._offsets[layer.weight]
+                n_out, n_in = layer.weight.shape
+                weight_rows, bias_rows = self._per_task_rows(ws, G, layer)
                 per_task = torch.mm(J.view(B, T * n_out).t(), kept, out=self._buffer(
                     ws, key + ("per_task_w",), (T * n_out, n_in), kept))
-                G[:, at:at + n_out * n_in].copy_(per_task.view(T, -1))
-                at = self._offsets[layer.bias]
-                torch.sum(J, 0, out=G[:, at:at + n_out])
+                weight_rows.copy_(per_task.view(T, -1))
+                torch.sum(J, 0, out=bias_rows)
                 if tape:
                     J = torch.mm(J.view(B * T, n_out), layer.weight, out=self._buffer(
                         ws, key + ("per_task",), (B * T, n_in), kept)).view(B, T, n_in)
         return G
+
+    def _per_task_rows(self, ws, G, layer):
+        """The (T, n) column blocks of ``G`` holding a layer's weight and bias
+        gradients (views made once per buffer)."""
+        key = ("per_task_rows", layer)
+        views = ws.get(key)
+        if views is None or views[0] is not G:
+            w, b = self._offsets[layer.weight], self._offsets[layer.bias]
+            views = ws[key] = (G, G[:, w:w + layer.weight.numel()],
+                               G[:, b:b + layer.bias.numel()])
+        return views[1], views[2]
 
     def _shared_grads(self):
         """The flat gradient buffer of the shared parameters, whose views are their

@@ -105,11 +105,16 @@ class GradientWeightingState(WeightingState):
         losses_h = (np.array([li if p else 0.0 for li, p in zip(loss_l, present_l)])
                     if self.needs_losses else None)
         gram = gram_matrix(grads.detach()).numpy().astype(np.float64)
-        coef = torch.tensor(self._host_coefficients(gram, present_l, static, losses_h),
-                            dtype=grads.dtype)
-        weights = coef if coef.dtype == self.static_weights.dtype else coef.to(
-            self.static_weights.dtype)
-        return Step(torch.tensor(head_loss, dtype=losses.dtype), weights, coef,
+        coef = self._host_coefficients(gram, present_l, static, losses_h)
+        n = len(w)
+        if grads.dtype == losses.dtype == self.static_weights.dtype:
+            # One tensor for the step's values, the fields its views.
+            values = torch.tensor(coef + w + [head_loss], dtype=grads.dtype)
+            coef_t = values[:n]
+            return Step(values[2 * n], coef_t, coef_t, values[n:2 * n])
+        coef_t = torch.tensor(coef, dtype=grads.dtype)
+        return Step(torch.tensor(head_loss, dtype=losses.dtype),
+                    coef_t.to(self.static_weights.dtype), coef_t,
                     torch.tensor(w, dtype=losses.dtype))
 
     def _host_coefficients(self, gram, present, static, losses):
