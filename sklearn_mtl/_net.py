@@ -585,7 +585,10 @@ class MultiTaskNet(NeuralNet):
         cached = self.__dict__.get("_inference")
         if cached is not None and cached[0] == key:
             return cached[1]
-        module = copy.deepcopy(self.prediction_module())
+        states = self.__dict__.get("task_states")
+        # snapshot_module copies the module itself: no second copy of its copies.
+        module = (snapshot_module(self.module_, states, self.module_.heads.max_out) if states
+                  else copy.deepcopy(self.module_))
         inference_only(module)
         module.eval().to(dtype)
         self.__dict__["_inference"] = (key, module)
