@@ -19,9 +19,9 @@ gradients of any parameters it has (a graph of a few nodes, not of the
 network). Strategies that combine per-task gradients get them the same way as
 from :mod:`sklearn_mtl._gradients`, without its vmapped passes: each head
 carries only its task's gradient, so one pass through the heads gives every
-task's gradient of the representation (T, B, D), and one pass of that stack
-through the trunk gives every task's gradient of the shared parameters, a few
-batched products per layer. User modules, frozen parameters, hooks, other
+task's gradient of the representation (B, T, D), and one pass of that stack
+through the trunk gives every task's gradient of the shared parameters, two
+products per layer. User modules, frozen parameters, hooks, other
 activations, bf16, compiled modules and loss normalisation with a gradient
 method keep the autograd step: :meth:`DirectStep.for_net` returns None for them.
 """
@@ -267,8 +267,8 @@ class DirectStep:
             elif isinstance(layer, nn.Linear):
                 torch.mm(g.t(), kept, out=self._grad(layer.weight))
                 torch.sum(g, 0, out=self._grad(layer.bias))
-                g = torch.mm(g, layer.weight, out=self._buffer(ws, key + ("in",), kept.shape, kept)) \
-                    if more else None
+                g = torch.mm(g, layer.weight, out=self._buffer(
+                    ws, key + ("in",), kept.shape, kept)) if more else None
             elif kept.dim() == 2:
                 flat = g.reshape(g.shape[0], -1)
                 W = layer.weight.view(layer.in_features, -1)
@@ -398,7 +398,8 @@ class DirectStep:
         """The gradient buffer of ``param`` (its ``.grad`` after the step)."""
         buf = self._grads.get(param)
         if buf is None:
-            buf = self._grads[param] = torch.empty_like(param, memory_format=torch.contiguous_format)
+            buf = self._grads[param] = torch.empty_like(
+                param, memory_format=torch.contiguous_format)
         return buf
 
     # ------------------------------------------------------------------

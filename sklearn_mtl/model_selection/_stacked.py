@@ -616,12 +616,15 @@ class _StackedRun:
         for first in range(0, n_steps, per_block):
             steps = range(first, min(n_steps, first + per_block))
             cols = slice(first * B, steps[-1] * B + B)
-            order = lambda idx: idx[:, cols].reshape(k, len(steps), B).transpose(0, 1).reshape(-1)
-            X_block = self._gather("X", self.X, order(x_idx)).view(len(steps), k, B, -1)
-            t_block = self._gather("targets", self.targets, order(t_idx)).view(
-                len(steps), k, B, -1)
-            mask = valid_d[:, cols].reshape(k, len(steps), B).transpose(0, 1)
-            t_block[..., T:2 * T] *= mask.unsqueeze(-1)
+
+            def step_major(idx):  # (k, n * B) -> (n, k, B)
+                return idx[:, cols].reshape(k, len(steps), B).transpose(0, 1)
+
+            X_block = self._gather("X", self.X, step_major(x_idx).reshape(-1))
+            t_block = self._gather("targets", self.targets, step_major(t_idx).reshape(-1))
+            X_block = X_block.view(len(steps), k, B, -1)
+            t_block = t_block.view(len(steps), k, B, -1)
+            t_block[..., T:2 * T] *= step_major(valid_d).unsqueeze(-1)
             for j, s in enumerate(steps):
                 active = rows_per_step[:, s] > 0
                 tuner = self.tuner if self.tuner is not None and self.tuner.active else None
