@@ -361,28 +361,37 @@ class DirectStep:
             G = J.transpose(0, 1).reshape(T, -1)
         else:
             G = self._per_task_backward(trunk_tape, J, ws)
-        provides = self.state.provides_head_weights
-        leaf = losses.detach().requires_grad_(not provides)
-        with torch.set_grad_enabled(not provides):
-            step = self.state.combine(leaf, present, G)
-            if provides:
-                a = step.head_weights
-            else:
+        if self.state.provides_head_weights:
+            # The step runs without gradient recording: the values come detached.
+            step = self.state.combine(losses, present, G)
+            a = step.head_weights
+            if a.requires_grad:
+                a = a.detach()
+        else:
+            leaf = losses.detach().requires_grad_()
+            with torch.enable_grad():
+                step = self.state.combine(leaf, present, G)
                 (a,) = torch.autograd.grad(step.loss, leaf, allow_unused=True)
-                a = torch.zeros_like(losses) if a is None else a
-        a = a.detach().to(losses.dtype)
+            a = torch.zeros_like(losses) if a is None else a.detach()
+        if a.dtype != losses.dtype:
+            a = a.to(losses.dtype)
         # Usually every present task has weight 1 and none is absent: then the heads
         # already hold their gradients (reading a CPU tensor costs no sync).
         if a.device.type != "cpu" or any(v != 1.0 for v in a.tolist()):
             for layer in self.head_linears:
                 self._grads[layer.weight].mul_(a.view(1, T, 1))
                 self._grads[layer.bias].mul_(a.view(T, 1))
-        c = step.shared_coef.detach().to(G.dtype)
+        c = step.shared_coef
+        if c.requires_grad:
+            c = c.detach()
+        if c.dtype != G.dtype:
+            c = c.to(G.dtype)
         if self.mode == "representation":
             self._backward(trunk_tape, torch.matmul(c, J), ws, need_input_grad=False)
         else:
             torch.mv(G.t(), c, out=self._shared_grads())
-        return step.loss.detach(), step.weights
+        loss = step.loss
+        return (loss.detach() if loss.requires_grad else loss), step.weights
 
     def buffers(self):
         """The step's buffers, for :meth:`reuse_buffers` by the next epoch's step."""

@@ -71,7 +71,8 @@ CASES = {
     # Heads scaled by weights other than 1; tiny batches leave tasks without labels.
     "upgrad with loss weights (priors)": {
         "weighting": "upgrad", "loss_weights": {"value": 0.5, "flag": 2.0, "level": 1.0}},
-    "mgda with absent tasks": {"weighting": "mgda", "batch_size": 2},
+    # One epoch: over 360 steps of batch 2 float32 rounding grows past the tolerance.
+    "mgda with absent tasks": {"weighting": "mgda", "batch_size": 2, "max_epochs": 1},
     "running-mean normalisation": {"loss_normalization": "running_mean"},
     "adamw": {"optimizer": "adamw", "alpha": 1e-2},
     "sgd": {"optimizer": "sgd", "lr": 1e-2},
@@ -82,7 +83,7 @@ CASES = {
 def test_written_out_step_equals_autograd(monkeypatch, case):
     fast, X, n_direct = _fit(monkeypatch, True, **CASES[case])
     slow, _, n_slow = _fit(monkeypatch, False, **CASES[case])
-    assert n_direct == fast.net_.history[-1, "train_batch_count"] * 3
+    assert n_direct == fast.net_.history[-1, "train_batch_count"] * len(fast.history_)
     assert n_slow == 0
     _assert_same_model(fast, slow, X)
 

@@ -53,11 +53,12 @@ class GradientWeightingState(WeightingState):
     def coefficients(self, gram, losses):
         """Coefficients (k,) for the k present tasks.
 
-        ``gram`` (k, k) and ``losses`` (k,) (None unless ``needs_losses``) are
-        float64 numpy arrays; return a float64 numpy array. The problems are
-        tiny, so they are solved with numpy/scipy on the host: per-call
-        overhead, not arithmetic, sets their cost, and torch's per-op overhead
-        on such small tensors is several times numpy's.
+        ``gram`` is the (k, k) Gram matrix as a list of k rows of Python floats
+        (float64), ``losses`` a list of k floats (None unless ``needs_losses``);
+        return a sequence of k floats. The problems are tiny and solved on the
+        host in plain floats: right after the step's kernels the interpreter's
+        caches are cold, and every numpy or torch call then costs several
+        microseconds, more than the arithmetic.
         """
         raise NotImplementedError
 
@@ -82,8 +83,10 @@ class GradientWeightingState(WeightingState):
         host = torch.cat(parts).cpu().numpy().astype(np.float64)
         present_h = host[n * n : n * n + n] > 0.5
         losses_h = host[n * n + 2 * n :] if loss is not None else None
-        coef_h = self._host_coefficients(host[: n * n].reshape(n, n), present_h.tolist(),
-                                         host[n * n + n : n * n + 2 * n].tolist(), losses_h)
+        coef_h = self._host_coefficients(host[: n * n].reshape(n, n).tolist(),
+                                         present_h.tolist(),
+                                         host[n * n + n : n * n + 2 * n].tolist(),
+                                         None if losses_h is None else losses_h.tolist())
         coef = torch.tensor(coef_h, dtype=grads.dtype).to(device=grads.device, non_blocking=True)
         weights = coef if coef.dtype == self.static_weights.dtype else coef.to(
             self.static_weights.dtype)
@@ -95,17 +98,16 @@ class GradientWeightingState(WeightingState):
         the gradients itself): the (T,) quantities as plain Python floats, the
         tensors read in place."""
         present_l = present.tolist()
-        static = self.static_weights.tolist()
-        loss_l = losses.detach().tolist()
+        static = self._static_list()
+        loss_l = losses.tolist()
         w = [s if p else 0.0 for s, p in zip(static, present_l)]
         head_loss = 0.0
         for wi, li in zip(w, loss_l):
             if wi:
                 head_loss += wi * li
-        losses_h = (np.array([li if p else 0.0 for li, p in zip(loss_l, present_l)])
+        losses_h = ([li if p else 0.0 for li, p in zip(loss_l, present_l)]
                     if self.needs_losses else None)
-        gram = gram_matrix(grads.detach()).numpy().astype(np.float64)
-        coef = self._host_coefficients(gram, present_l, static, losses_h)
+        coef = self._host_coefficients(gram_matrix(grads).tolist(), present_l, static, losses_h)
         n = len(w)
         if grads.dtype == losses.dtype == self.static_weights.dtype:
             # One tensor for the step's values, the fields its views.
@@ -117,23 +119,34 @@ class GradientWeightingState(WeightingState):
                     coef_t.to(self.static_weights.dtype), coef_t,
                     torch.tensor(w, dtype=losses.dtype))
 
+    def _static_list(self):
+        """The static weights as a list, read again only after they changed (the
+        engine may set them in place between fits)."""
+        key = (self.static_weights.data_ptr(), self.static_weights._version)
+        if getattr(self, "_static_key", None) != key:
+            self._static_key, self._static = key, self.static_weights.tolist()
+        return self._static
+
     def _host_coefficients(self, gram, present, static, losses):
-        """The (T,) coefficients as a list from the float64 Gram matrix, the present
-        mask and static weights as lists and the losses (float64 array or None):
-        :meth:`coefficients` on the present tasks, 0 for the others."""
+        """The (T,) coefficients as a list from the Gram matrix (a list of rows of
+        floats), the present mask, the static weights and the losses (lists; losses
+        None unless needed): :meth:`coefficients` on the present tasks, 0 for the
+        others."""
         n = len(present)
         idx = [i for i in range(n) if present[i]]
         coef = [0.0] * n
         if not idx:
             return coef
-        sub = gram if len(idx) == n else gram[np.ix_(idx, idx)]
-        sub_losses = losses[idx] if losses is not None else None
+        if len(idx) < n:
+            gram = [[gram[i][j] for j in idx] for i in idx]
+            if losses is not None:
+                losses = [losses[i] for i in idx]
         s = [static[i] for i in idx]
         if self.uses_priors and any(v != 1.0 for v in s):
-            s_h = np.array(s)
-            values = (s_h * self.coefficients(sub * np.outer(s_h, s_h), sub_losses)).tolist()
+            scaled = [[x * (a * b) for x, b in zip(row, s)] for row, a in zip(gram, s)]
+            values = [a * v for a, v in zip(s, self.coefficients(scaled, losses))]
         else:
-            values = self.coefficients(sub, sub_losses).tolist()
+            values = self.coefficients(gram, losses)
         for i, v in zip(idx, values):
-            coef[i] = v
+            coef[i] = float(v)
         return coef

@@ -10,7 +10,8 @@ from sklearn.utils._param_validation import Interval, Options
 from ._base import Weighting
 from ._gradient_state import GradientWeightingState
 from ._utils import on_host
-from .mgda import _solve_small, _wolfe_corral, min_norm_2
+from ._small_linalg import solve_small
+from .mgda import min_norm_weights
 
 RESCALES = (0, 1, 2)
 
@@ -105,10 +106,10 @@ def _face_solution(A, a, support):
         z1 = [(v * h1[0] - q * h1[1]) / det, (p * h1[1] - u * h1[0]) / det]
     else:
         scale = max([H[i][i] for i in range(n)])
-        z0 = _solve_small(H, h0, scale)
-        z1 = None if z0 is None else _solve_small(H, h1, scale)
-        if z1 is None:
+        z = solve_small(H, (h0, h1), scale)
+        if z is None:
             return None
+        z0, z1 = z
     w0 = [1.0 - sum(z0)] + z0
     w1 = [-sum(z1)] + z1
     if not max(max(map(abs, w0)), max(map(abs, w1))) <= 1e8:  # also catches nan
@@ -207,24 +208,6 @@ def _face_root(A, a, rho, support, lo, hi, tol):
     return None, None, None, nxt, move
 
 
-def _min_norm(B, supports):
-    """Weights (a list) of the min-norm point of the vectors with Gram matrix
-    ``B``, as :func:`sklearn_mtl.weighting.mgda.min_norm_weights_np`, with
-    ``supports`` the warm start of Wolfe's algorithm, kept by k."""
-    k = len(B)
-    if k == 2:
-        g = min_norm_2(B[0][0], B[0][1], B[1][1])
-        return [g, 1.0 - g]
-    S, ws = _wolfe_corral(B, start=supports.get(k))
-    w = [0.0] * k
-    for q, x in zip(S, ws):
-        w[q] = x if x > 0.0 else 0.0
-    total = sum(w)
-    w = [x / total for x in w]
-    supports[k] = [i for i in range(k) if w[i] > 0]
-    return w
-
-
 def _dual_exact(A, a, g0sq, rho, s0=None, supports=None, face0=None, max_iter=60, tol=1e-10):
     """CAGrad's dual solved exactly through a scalar equation (None if it fails).
 
@@ -271,7 +254,7 @@ def _dual_exact(A, a, g0sq, rho, s0=None, supports=None, face0=None, max_iter=60
 
     def w_of(s):
         ss = s * s * g0sq
-        return _min_norm(
+        return min_norm_weights(
             [[x + s * y + ss for x, y in zip(row, arow)] for row, arow in zip(A, two_a)],
             supports,
         )
@@ -371,15 +354,21 @@ def cagrad_dual_weights(gram, c=0.4):
     return on_host(cagrad_dual_weights_np, gram, c)
 
 
-def cagrad_coefficients_np(M, c=0.4, rescale=1, hint=None):
-    """:func:`cagrad_coefficients` on a float64 numpy Gram matrix (numpy out)."""
-    w, g0sq, gwsq = _dual_weights(np.asarray(M, dtype=np.float64).tolist(), c, hint)
+def cagrad_coefficients_list(M, c=0.4, rescale=1, hint=None):
+    """:func:`cagrad_coefficients` on a list of rows of floats (a list out)."""
+    w, g0sq, gwsq = _dual_weights(M, c, hint)
     b = 1.0 / len(w)
     g0_norm = math.sqrt(max(g0sq, 0.0))
     gw_norm = math.sqrt(max(gwsq, 0.0))
     lam = c * g0_norm / gw_norm if gw_norm > 1e-8 * g0_norm else 0.0
     div = {0: 1.0, 1: 1.0 + c * c, 2: 1.0 + c}[rescale]
-    return np.array([(b + lam * x) / div for x in w])
+    return [(b + lam * x) / div for x in w]
+
+
+def cagrad_coefficients_np(M, c=0.4, rescale=1, hint=None):
+    """:func:`cagrad_coefficients` on a float64 numpy Gram matrix (numpy out)."""
+    return np.array(cagrad_coefficients_list(np.asarray(M, dtype=np.float64).tolist(), c,
+                                             rescale, hint))
 
 
 def cagrad_coefficients(gram, c=0.4, rescale=1):
@@ -404,7 +393,7 @@ class CAGradState(GradientWeightingState):
         self._hint = {}  # warm start of the dual solver (not state: results do not depend on it)
 
     def coefficients(self, gram, losses):
-        return cagrad_coefficients_np(gram, self.c, self.rescale, self._hint)
+        return cagrad_coefficients_list(gram, self.c, self.rescale, self._hint)
 
 
 class CAGrad(Weighting):

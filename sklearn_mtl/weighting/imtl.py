@@ -7,7 +7,7 @@ import torch
 
 from ._base import Weighting
 from ._gradient_state import GradientWeightingState
-from .mgda import _solve_small
+from ._small_linalg import solve_small
 
 _TINY = np.finfo(np.float64).tiny
 # A pivot below _PIVOT_RTOL times the largest gradient norm, or a coefficient
@@ -62,19 +62,19 @@ def _imtl_g_coefficients_pinv(M):
     return out
 
 
-def imtl_g_coefficients_np(M):
-    """:func:`imtl_g_coefficients` on a float64 numpy Gram matrix (numpy out).
+def imtl_g_coefficients_list(M):
+    """:func:`imtl_g_coefficients` on a list of rows of floats (a list out).
 
     The (k-1, k-1) system is solved by Gaussian elimination in plain Python
     floats: at these sizes per-call overhead, not arithmetic, sets the cost.
     Nearly dependent gradients (a tiny pivot or huge coefficients) and
     non-finite input go through the pseudo-inverse.
     """
-    k = M.shape[0]
-    rows = M.tolist()
+    k = len(M)
+    rows = M
     diag = list(map(list.__getitem__, rows, range(k)))
     if not math.isfinite(sum(diag)):
-        return _imtl_g_coefficients_pinv(M)
+        return _imtl_g_coefficients_pinv(np.array(M, dtype=np.float64)).tolist()
     norms = [math.sqrt(d) if d > 0.0 else 0.0 for d in diag]
     nmax = max(norms)
     thr = 1e-12 * max(nmax, _TINY)
@@ -83,9 +83,9 @@ def imtl_g_coefficients_np(M):
     else:
         idx = [t for t in range(k) if norms[t] > thr]
         if not idx:
-            return np.full(k, 1.0 / k)
+            return [1.0 / k] * k
         if len(idx) == 1:
-            out = np.zeros(k)
+            out = [0.0] * k
             out[idx[0]] = 1.0
             return out
         rows = [[rows[i][j] for j in idx] for i in idx]
@@ -99,24 +99,29 @@ def imtl_g_coefficients_np(M):
     a = [x / n0 for x in cols[0]]  # Mn_i0
     # Row j of DU^T: Mn_00 - Mn_0j - Mn_i0 + Mn_ij over i.
     A = [[x / n - ai + g for x, ai in zip(col, a)] for col, g, n in zip(cols[1:], gU, nr)]
-    # _solve_small gives up at pivots below 1e-13 times its scale argument:
+    # solve_small gives up at pivots below 1e-13 times its scale argument:
     # here below _PIVOT_RTOL * nmax.
-    alpha = _solve_small(A, gU, _PIVOT_RTOL / 1e-13 * nmax)
+    alpha = solve_small(A, gU, _PIVOT_RTOL / 1e-13 * nmax)
     if alpha is None or not max(map(abs, alpha)) < _ALPHA_MAX:  # also catches nan
-        return _imtl_g_coefficients_pinv(M)
+        return _imtl_g_coefficients_pinv(np.array(M, dtype=np.float64)).tolist()
     s = sum(alpha)
     if idx is None:
-        return np.array([1.0 - s] + alpha)
+        return [1.0 - s] + alpha
     out = [0.0] * k
     out[idx[0]] = 1.0 - s
     for j, x in zip(idx[1:], alpha):
         out[j] = x
-    return np.array(out)
+    return out
+
+
+def imtl_g_coefficients_np(M):
+    """:func:`imtl_g_coefficients` on a float64 numpy Gram matrix (numpy out)."""
+    return np.array(imtl_g_coefficients_list(np.asarray(M, dtype=np.float64).tolist()))
 
 
 class IMTLState(GradientWeightingState):
     def coefficients(self, gram, losses):
-        return imtl_g_coefficients_np(gram)
+        return imtl_g_coefficients_list(gram)
 
 
 class IMTL(Weighting):

@@ -1,13 +1,20 @@
 """MGDA and MGDA-UB (Sener & Koltun 2018)."""
 
+import math
+
 import numpy as np
 import torch
 from sklearn.utils._param_validation import StrOptions
 
 from ._base import Weighting
 from ._gradient_state import GradientWeightingState
+from ._small_linalg import solve_small, spd_block_solve
 
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")
+_TINY = np.finfo(float).tiny
+# LDL^T pivots below this fraction of the largest diagonal entry send the affine
+# minimiser to the KKT system (nearly dependent gradients).
+_DEFINITE_RTOL = 1e-6
 
 
 def min_norm_2(g11, g12, g22):
@@ -20,96 +27,52 @@ def min_norm_2(g11, g12, g22):
     give 0.5.
     """
     denom = g11 - 2.0 * g12 + g22
-    if denom <= 1e-15 * max(g11, g22, np.finfo(float).tiny):
+    if denom <= 1e-15 * max(g11, g22, _TINY):
         return 0.5
-    return float(np.clip((g22 - g12) / denom, 0.0, 1.0))
-
-
-_TINY = np.finfo(float).tiny
-
-
-def _solve_small(A, b, scale):
-    """Solve ``A x = b`` for small dense lists (Gaussian elimination with partial
-    pivoting, plain floats); None when a pivot is below ``1e-13 * scale``
-    (singular or nearly singular system).
-
-    For the handful of unknowns here, plain Python is several times faster
-    than one numpy call's overhead per operation.
-    """
-    n = len(b)
-    A = [row + [bi] for row, bi in zip(A, b, strict=True)]
-    small = 1e-13 * scale
-    for col in range(n):
-        piv, best = col, abs(A[col][col])
-        for r in range(col + 1, n):
-            v = abs(A[r][col])
-            if v > best:
-                piv, best = r, v
-        if best <= small:
-            return None
-        if piv != col:
-            A[col], A[piv] = A[piv], A[col]
-        rowc = A[col]
-        inv = 1.0 / rowc[col]
-        for r in range(col + 1, n):
-            row = A[r]
-            f = row[col] * inv
-            if f:
-                for c in range(col, n + 1):
-                    row[c] -= f * rowc[c]
-    x = [0.0] * n
-    for r in range(n - 1, -1, -1):
-        row = A[r]
-        acc = row[n]
-        for c in range(r + 1, n):
-            acc -= row[c] * x[c]
-        x[r] = acc / row[r]
-    return x
+    return min(max((g22 - g12) / denom, 0.0), 1.0)  # nan stays nan, as np.clip
 
 
 def _affine_minimizer(M, S, scale=1.0):
     """argmin ``a^T M_SS a`` subject to ``sum(a) = 1`` (a unconstrained in sign).
 
-    ``M`` is a list of rows, ``S`` the indices. Solves the (|S| + 1) KKT
-    system directly; falls back to least squares (minimum-norm coefficients)
+    ``M`` is a list of rows, ``S`` the indices. When ``M_SS`` is positive
+    definite (linearly independent points, the usual case) the minimiser is
+    ``x / sum(x)`` with ``M_SS x = 1``, solved by LDL^T; otherwise by the
+    (|S| + 1) KKT system, and by least squares (minimum-norm coefficients)
     when the points are affinely dependent or nearly so.
     """
+    x = spd_block_solve(M, S, [-1.0] * len(M), _DEFINITE_RTOL * scale)
+    if x is not None:
+        total = sum(x)
+        if total > 0.0:
+            a = [v / total for v in x]
+            if max(map(abs, a)) < 1e6:
+                return a
     m = len(S)
     kkt = [[M[p][q] for q in S] + [1.0] for p in S]
     kkt.append([1.0] * m + [0.0])
     rhs = [0.0] * m + [1.0]
-    sol = _solve_small(kkt, rhs, max(scale, 1.0))
+    sol = solve_small(kkt, rhs, max(scale, 1.0))
     if sol is None or max(abs(x) for x in sol[:m]) >= 1e6:
         sol = np.linalg.lstsq(np.array(kkt), np.array(rhs), rcond=None)[0].tolist()
     return sol[:m]
 
 
-def _wolfe_min_norm(M, tol=1e-12, max_iter=1000, start=None):
-    """Wolfe's nearest-point algorithm on a Gram matrix (float64).
+def _wolfe_corral(M, tol=1e-12, max_iter=1000, start=None):
+    """Wolfe's nearest-point algorithm on a Gram matrix ``M`` (a list of rows).
 
     Wolfe 1976, "Finding the nearest point in a polytope" (Math.
     Programming). Keeps a "corral" S of vertices whose affine hull's
     minimum-norm point lies inside their convex hull; exact in a finite
     number of steps, unlike Frank-Wolfe's sublinear convergence. Plain
-    Python floats on the (k, k) matrix: k is a handful, and per-call
-    overhead, not arithmetic, sets the cost (about 3x faster than numpy at
-    k = 5).
+    Python floats: k is a handful, and per-call overhead, not arithmetic,
+    sets the cost. Returns the final corral and its weights ``(S, ws)``.
 
     ``start`` (optional list of indices) is a warm start, e.g. the support
     of the previous training step's solution: used as the first corral when
     its affine minimiser lies inside its hull, which usually leaves a single
     optimality check (the result is the same minimum).
     """
-    S, ws = _wolfe_corral(np.asarray(M, dtype=np.float64).tolist(), tol, max_iter, start)
-    w = np.zeros(len(M))
-    for s, x in zip(S, ws, strict=True):
-        w[s] = max(x, 0.0)
-    return w / w.sum()
-
-
-def _wolfe_corral(M, tol=1e-12, max_iter=1000, start=None):
-    """:func:`_wolfe_min_norm` on a list of rows: the final corral and its
-    weights ``(S, ws)``, lists, for callers that stay in plain floats."""
     k = len(M)
     diag = [M[i][i] for i in range(k)]
     scale = max(max(diag), _TINY)
@@ -163,23 +126,35 @@ def _wolfe_corral(M, tol=1e-12, max_iter=1000, start=None):
     return S, ws
 
 
-def min_norm_weights_np(M, tol=1e-12, max_iter=1000, hint=None):
-    """:func:`mgda_min_norm_weights` on a float64 numpy Gram matrix (numpy out).
+def min_norm_weights(M, hint=None, tol=1e-12, max_iter=1000):
+    """Min-norm weights on the simplex for a Gram matrix ``M`` (a list of rows
+    of floats); a list out. Two tasks use the closed form, more Wolfe's
+    algorithm.
 
     ``hint`` (optional dict) carries the support of the last solution from one
     call to the next as a warm start (the result does not depend on it).
     """
-    k = M.shape[0]
+    k = len(M)
     if k == 1:
-        return np.ones(1)
+        return [1.0]
     if k == 2:
-        g = min_norm_2(M[0, 0], M[0, 1], M[1, 1])
-        return np.array([g, 1.0 - g])
-    start = None if hint is None else hint.get(k)
-    lam = _wolfe_min_norm(M, tol=tol, max_iter=max_iter, start=start)
+        g = min_norm_2(M[0][0], M[0][1], M[1][1])
+        return [g, 1.0 - g]
+    S, ws = _wolfe_corral(M, tol, max_iter, None if hint is None else hint.get(k))
+    w = [0.0] * k
+    for i, x in zip(S, ws, strict=True):
+        w[i] = x if x > 0.0 else 0.0
+    total = sum(w)
+    w = [x / total for x in w]
     if hint is not None:
-        hint[k] = np.flatnonzero(lam > 0).tolist()
-    return lam
+        hint[k] = [i for i in range(k) if w[i] > 0.0]
+    return w
+
+
+def min_norm_weights_np(M, tol=1e-12, max_iter=1000, hint=None):
+    """:func:`min_norm_weights` on a float64 numpy Gram matrix (numpy out)."""
+    return np.array(min_norm_weights(np.asarray(M, dtype=np.float64).tolist(), hint, tol,
+                                     max_iter))
 
 
 def mgda_min_norm_weights(gram, tol=1e-12, max_iter=1000):
@@ -194,36 +169,46 @@ def mgda_min_norm_weights(gram, tol=1e-12, max_iter=1000):
     return torch.as_tensor(lam, dtype=gram.dtype, device=gram.device)
 
 
-def _normalizers_np(M, losses, normalization, eps=1e-8):
-    """Per-task divisors ``n_t`` of MGDA's gradient normalisation.
+def _normalizers(M, losses, normalization, eps=1e-8):
+    """Per-task divisors ``n_t`` (a list) of MGDA's gradient normalisation.
 
     'none': 1; 'l2': ``|g_t|``; 'loss': ``L_t``; 'loss+': ``L_t |g_t|``
     (Sener & Koltun 2018, released code). Clamped at ``eps`` so a zero
     gradient or loss gives a finite value.
     """
-    norms = np.sqrt(np.clip(np.diag(M), 0.0, None))
-    if normalization == "none":
-        n = np.ones_like(norms)
-    elif normalization == "l2":
-        n = norms
-    elif normalization == "loss":
-        n = np.asarray(losses, dtype=np.float64)
-    elif normalization == "loss+":
-        n = np.asarray(losses, dtype=np.float64) * norms
-    else:
+    if normalization not in NORMALIZATIONS:
         raise ValueError(
             f"normalization must be one of {list(NORMALIZATIONS)}; got {normalization!r}."
         )
-    return np.maximum(n, eps)
+    k = len(M)
+    norms = [math.sqrt(max(M[i][i], 0.0)) for i in range(k)]  # nan stays nan
+    if normalization == "none":
+        n = [1.0] * k
+    elif normalization == "l2":
+        n = norms
+    elif normalization == "loss":
+        n = [float(x) for x in losses]
+    else:
+        n = [float(x) * y for x, y in zip(losses, norms, strict=True)]
+    return [max(x, eps) for x in n]  # nan stays nan, as np.maximum
+
+
+def mgda_coefficients_list(M, losses=None, normalization="none", hint=None):
+    """:func:`mgda_coefficients` on a list of rows (and a list of losses); a list out."""
+    if normalization == "none":
+        return min_norm_weights(M, hint)
+    n = _normalizers(M, losses, normalization)
+    scaled = [[x / (a * b) for x, b in zip(row, n, strict=True)]
+              for row, a in zip(M, n, strict=True)]
+    lam = min_norm_weights(scaled, hint)
+    return [x / a for x, a in zip(lam, n, strict=True)]
 
 
 def mgda_coefficients_np(M, losses=None, normalization="none", hint=None):
     """:func:`mgda_coefficients` on float64 numpy arrays (numpy out)."""
-    if normalization == "none":
-        return min_norm_weights_np(M, hint=hint)
-    n = _normalizers_np(M, losses, normalization)
-    lam = min_norm_weights_np(M / np.outer(n, n), hint=hint)
-    return lam / n
+    M = np.asarray(M, dtype=np.float64).tolist()
+    losses = None if losses is None else np.asarray(losses, dtype=np.float64).tolist()
+    return np.array(mgda_coefficients_list(M, losses, normalization, hint))
 
 
 def mgda_coefficients(gram, losses=None, normalization="none"):
@@ -249,7 +234,7 @@ class MGDAState(GradientWeightingState):
         self._hint = {}  # warm start of the min-norm solver (the result does not depend on it)
 
     def coefficients(self, gram, losses):
-        return mgda_coefficients_np(gram, losses, self.normalization, self._hint)
+        return mgda_coefficients_list(gram, losses, self.normalization, self._hint)
 
 
 class MGDA(Weighting):

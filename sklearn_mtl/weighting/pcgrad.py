@@ -7,18 +7,19 @@ from ._base import Weighting
 from ._gradient_state import GradientWeightingState
 from ._utils import RANDOM_STATE, make_generator, on_host
 
+_TINY = np.finfo(np.float64).tiny
 
-def pcgrad_coefficients_np(gram, orders):
-    """:func:`pcgrad_coefficients` on a float64 numpy Gram matrix.
+
+def pcgrad_coefficients_list(Mrows, orders):
+    """:func:`pcgrad_coefficients` on a list of rows of floats (a list out).
 
     ``orders`` is a list of k lists (row ``i``: the order in which ``g_i`` is
     projected). Plain Python floats: k is a handful and the loop is k^3
     multiply-adds, far cheaper than one small tensor op per entry.
     """
-    k = gram.shape[0]
-    Mrows = gram.tolist()
+    k = len(Mrows)
     sq = [Mrows[j][j] for j in range(k)]
-    tiny = np.finfo(np.float64).tiny
+    tiny = _TINY
     total = [0.0] * k
     for i in range(k):
         C = [0.0] * k
@@ -37,7 +38,13 @@ def pcgrad_coefficients_np(gram, orders):
                 C[j] -= dot / max(sq[j], tiny)
         for m in range(k):
             total[m] += C[m]
-    return np.array(total)
+    return total
+
+
+def pcgrad_coefficients_np(gram, orders):
+    """:func:`pcgrad_coefficients` on a float64 numpy Gram matrix (numpy out)."""
+    return np.array(pcgrad_coefficients_list(np.asarray(gram, dtype=np.float64).tolist(),
+                                             orders))
 
 
 def pcgrad_coefficients(gram, order):
@@ -68,10 +75,10 @@ class PCGradState(GradientWeightingState):
         self._generator = make_generator(random_state)
 
     def coefficients(self, gram, losses):
-        k = gram.shape[0]
+        k = len(gram)
         # Paper, Algorithm 1: each task visits the others in its own random order.
         order = torch.argsort(torch.rand(k, k, generator=self._generator), dim=1)
-        return pcgrad_coefficients_np(gram, order.tolist())
+        return pcgrad_coefficients_list(gram, order.tolist())
 
 
 class PCGrad(Weighting):

@@ -5,6 +5,7 @@ from scipy.optimize import nnls
 
 from ._base import Weighting
 from ._gradient_state import GradientWeightingState
+from ._small_linalg import spd_block_solve
 from ._utils import on_host
 
 # Tolerances relative to the largest diagonal entry of the Gram matrix, so
@@ -87,104 +88,6 @@ def _is_definite(S, tol):
     return True
 
 
-def _face_solve(S, P, q, tol):
-    """``z_P`` solving ``S_PP z_P = -q_P``, or None when a pivot is ``<= tol``.
-
-    ``S_PP`` is a principal block of a positive definite matrix, so symmetric
-    elimination (LDL^T) needs no pivoting. Up to four unknowns are unrolled:
-    these are by far the most common faces.
-    """
-    n = len(P)
-    if n == 1:
-        a = P[0]
-        d = S[a][a]
-        return [-q[a] / d] if d > tol else None
-    if n == 2:
-        a, b = P
-        Sa = S[a]
-        saa, sab = Sa[a], Sa[b]
-        if not saa > tol:
-            return None
-        l1 = sab / saa
-        d1 = S[b][b] - sab * l1
-        if not d1 > tol:
-            return None
-        ya = -q[a]
-        xb = (-q[b] - l1 * ya) / d1
-        return [(ya - sab * xb) / saa, xb]
-    if n == 3:
-        a, b, c = P
-        Sa, Sb = S[a], S[b]
-        saa, sab, sac = Sa[a], Sa[b], Sa[c]
-        if not saa > tol:
-            return None
-        l1, l2 = sab / saa, sac / saa
-        d1 = Sb[b] - sab * l1
-        if not d1 > tol:
-            return None
-        e1 = Sb[c] - sac * l1
-        l3 = e1 / d1
-        d2 = S[c][c] - sac * l2 - e1 * l3
-        if not d2 > tol:
-            return None
-        ya = -q[a]
-        yb = -q[b] - l1 * ya
-        xc = (-q[c] - l2 * ya - l3 * yb) / d2
-        xb = (yb - e1 * xc) / d1
-        return [(ya - sab * xb - sac * xc) / saa, xb, xc]
-    if n == 4:
-        a, b, c, e = P
-        Sa, Sb, Sc = S[a], S[b], S[c]
-        d0, s01, s02, s03 = Sa[a], Sa[b], Sa[c], Sa[e]
-        if not d0 > tol:
-            return None
-        l10, l20, l30 = s01 / d0, s02 / d0, s03 / d0
-        d1 = Sb[b] - s01 * l10
-        if not d1 > tol:
-            return None
-        t21 = Sb[c] - s02 * l10
-        t31 = Sb[e] - s03 * l10
-        l21, l31 = t21 / d1, t31 / d1
-        d2 = Sc[c] - s02 * l20 - t21 * l21
-        if not d2 > tol:
-            return None
-        t32 = Sc[e] - s03 * l20 - t31 * l21
-        l32 = t32 / d2
-        d3 = S[e][e] - s03 * l30 - t31 * l31 - t32 * l32
-        if not d3 > tol:
-            return None
-        y0 = -q[a]
-        y1 = -q[b] - l10 * y0
-        y2 = -q[c] - l20 * y0 - l21 * y1
-        x3 = (-q[e] - l30 * y0 - l31 * y1 - l32 * y2) / d3
-        x2 = y2 / d2 - l32 * x3
-        x1 = y1 / d1 - l21 * x2 - l31 * x3
-        return [y0 / d0 - l10 * x1 - l20 * x2 - l30 * x3, x1, x2, x3]
-    A = [[S[a][b] for b in P] for a in P]
-    x = [-q[a] for a in P]
-    for c in range(n):
-        Ac = A[c]
-        d = Ac[c]
-        if not d > tol:
-            return None
-        inv = 1.0 / d
-        xc = x[c]
-        for r in range(c + 1, n):
-            Ar = A[r]
-            f = Ar[c] * inv
-            if f:
-                for t in range(c + 1, n):
-                    Ar[t] -= f * Ac[t]
-                x[r] -= f * xc
-    for r in range(n - 1, -1, -1):
-        Ar = A[r]
-        acc = x[r]
-        for t in range(r + 1, n):
-            acc -= Ar[t] * x[t]
-        x[r] = acc / Ar[r]
-    return x
-
-
 def _is_stationary(S, q, P, zP, tol):
     """KKT check of ``z`` (values ``zP`` on ``P``, 0 elsewhere): whether
     ``S z + q >= -tol`` everywhere, i.e. no bound index has a descent
@@ -237,7 +140,7 @@ def _project_active_set(S, q, scale, max_iter):
     P = [j for j, x in enumerate(q) if x < 0.0]
     if not P:
         return P, []  # z = 0 is optimal: the gradient 2 q is >= 0
-    zP = _face_solve(S, P, q, ptol)
+    zP = spd_block_solve(S, P, q, ptol)
     if zP is not None and min(zP) > 0.0:
         if _is_stationary(S, q, P, zP, ktol):
             return P, zP
@@ -263,7 +166,7 @@ def _project_active_set(S, q, scale, max_iter):
             it += 1
             if it > max_iter:
                 return None
-            s = _face_solve(S, P, q, ptol)
+            s = spd_block_solve(S, P, q, ptol)
             if s is None:
                 return None
             if min(s) > 0.0:
@@ -287,8 +190,8 @@ def _project_active_set(S, q, scale, max_iter):
     return None
 
 
-def upgrad_coefficients_np(M, pref=None):
-    """:func:`upgrad_coefficients` on a float64 numpy Gram matrix (numpy out).
+def upgrad_coefficients_list(M, pref=None):
+    """:func:`upgrad_coefficients` on a list of rows of floats (a list out).
 
     Each projection is the convex QP ``min_{z >= 0} z^T M z + 2 u M_i . z``
     (see :func:`dual_cone_projection_weights`), solved by an active-set
@@ -299,24 +202,24 @@ def upgrad_coefficients_np(M, pref=None):
     unique, or ill-determined), non-finite input and the rare active-set
     failure go through the square-root/NNLS path.
     """
-    k = M.shape[0]
+    k = len(M)
     if pref is None:
         p = [1.0 / k] * k
     else:
         p = np.asarray(pref, dtype=np.float64).tolist()
         if not np.isfinite(p).all():
-            return _upgrad_coefficients_nnls(M, np.array(p))
-    S = M.tolist()
+            return _nnls_list(M, p)
+    S = [list(row) for row in M]  # symmetrised below: the caller's rows stay as they are
     scale = max(map(list.__getitem__, S, range(k)))
     if not 0.0 < scale < float("inf"):
-        return _upgrad_coefficients_nnls(M, np.array(p))
+        return _nnls_list(M, p)
     # Symmetric from the lower triangle (the one eigh reads).
     for a in range(1, k):
         Sa = S[a]
         for b in range(a):
             S[b][a] = Sa[b]
     if not _is_definite(S, _DEFINITE_TOL * scale):
-        return _upgrad_coefficients_nnls(M, np.array(p))
+        return _nnls_list(M, p)
     coef = [0.0] * k
     max_iter = 3 * k + 3
     for i in range(k):
@@ -327,12 +230,22 @@ def upgrad_coefficients_np(M, pref=None):
         q = S[i] if u > 0 else [-x for x in S[i]]
         res = _project_active_set(S, q, scale, max_iter)
         if res is None:
-            return _upgrad_coefficients_nnls(M, np.array(p))
+            return _nnls_list(M, p)
         m = abs(u)
         for t, zt in zip(*res):
             coef[t] += m * zt
         coef[i] += u
-    return np.array(coef)
+    return coef
+
+
+def _nnls_list(M, p):
+    """The square-root/NNLS path of :func:`upgrad_coefficients_list` (lists in and out)."""
+    return _upgrad_coefficients_nnls(np.array(M, dtype=np.float64), np.array(p)).tolist()
+
+
+def upgrad_coefficients_np(M, pref=None):
+    """:func:`upgrad_coefficients` on a float64 numpy Gram matrix (numpy out)."""
+    return np.array(upgrad_coefficients_list(np.asarray(M, dtype=np.float64).tolist(), pref))
 
 
 def upgrad_coefficients(gram, pref=None):
@@ -351,7 +264,7 @@ class UPGradState(GradientWeightingState):
     uses_priors = True
 
     def coefficients(self, gram, losses):
-        return upgrad_coefficients_np(gram)
+        return upgrad_coefficients_list(gram)
 
 
 class UPGrad(Weighting):
