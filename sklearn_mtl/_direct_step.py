@@ -19,7 +19,7 @@ gradients of any parameters it has (a graph of a few nodes, not of the
 network). Strategies that combine per-task gradients get them the same way as
 from :mod:`sklearn_mtl._gradients`, without its vmapped passes: each head
 carries only its task's gradient, so one pass through the heads gives every
-task's gradient of the representation (B, T, D), and one pass of that stack
+task's gradient of the representation (T, B, D), and one pass of that stack
 through the trunk gives every task's gradient of the shared parameters, two
 products per layer. User modules, frozen parameters, hooks, other
 activations, bf16, compiled modules and loss normalisation with a gradient
@@ -236,7 +236,7 @@ class DirectStep:
         """Back through ``tape`` from the output gradient ``g`` (which this pass may
         overwrite); parameter gradients go to the gradient buffers. Returns the
         input's gradient (None when not needed); with ``per_task_input`` (heads
-        whose first layer reads a shared input) each task's part of it, (B, T, D)."""
+        whose first layer reads a shared input) each task's part of it, (T, B, D)."""
         while tape:
             key, kind, layer, kept = tape.pop()
             more = bool(tape) or need_input_grad
@@ -247,13 +247,11 @@ class DirectStep:
                          out=self._grad(layer.weight).view(layer.in_features, -1))
                 torch.sum(flat, 0, out=self._grad(layer.bias))
                 # g is usually the transpose of a (T, B, out) buffer: read it as that
-                # (a product faster than one writing across the rows), then lay the
-                # result out as (B, T, D) for the trunk's per-task pass.
+                # (a product faster than one writing across the rows); the result is
+                # laid out (T, B, D), the layout of the trunk's per-task pass.
                 B, T, D = kept.shape[0], layer.n_tasks, layer.in_features
-                J_t = torch.bmm(g.transpose(0, 1), layer.weight.permute(1, 2, 0),
-                                out=self._buffer(ws, key + ("per_task_t",), (T, B, D), kept))
-                J = self._buffer(ws, key + ("per_task",), (B, T, D), kept)
-                return J.copy_(J_t.transpose(0, 1))
+                return torch.bmm(g.transpose(0, 1), layer.weight.permute(1, 2, 0),
+                                 out=self._buffer(ws, key + ("per_task",), (T, B, D), kept))
             if kind == "activation":
                 derivative = _DERIVATIVE_INTO.get(type(layer))
                 if derivative is not None:
@@ -291,12 +289,12 @@ class DirectStep:
         return g
 
     def _per_task_backward(self, tape, J, ws):
-        """Each task's gradients of the trunk's parameters from its part ``J`` (B, T, D)
+        """Each task's gradients of the trunk's parameters from its part ``J`` (T, B, D)
         of the representation's gradient (overwritten), T backward passes run as one:
-        the rows of a (T, P) buffer, parameters in the order of ``shared``. With the
-        task axis inside the rows, each layer's T weight gradients are one product
-        and T input gradients another."""
-        B, T = J.shape[:2]
+        the rows of a (T, P) buffer, parameters in the order of ``shared``. Each
+        layer's T weight gradients are one batched product written straight into
+        their rows, its T input gradients one product."""
+        T, B = J.shape[:2]
         G = self._buffer(ws, "per_task", (T, self.n_shared), J)
         while tape:
             key, kind, layer, kept = tape.pop()
@@ -304,34 +302,31 @@ class DirectStep:
                 derivative = _DERIVATIVE_INTO.get(type(layer))
                 if derivative is not None:
                     d = derivative(kept, self._buffer(ws, key + ("d",), kept.shape, kept))
-                    J.mul_(d.unsqueeze(1))
+                    J.mul_(d)
                 elif type(layer) is nn.ReLU:
-                    torch.ops.aten.threshold_backward.grad_input(
-                        J, kept.unsqueeze(1), 0.0, grad_input=J)
+                    torch.ops.aten.threshold_backward.grad_input(J, kept, 0.0, grad_input=J)
                 else:
-                    J.mul_(_ACTIVATIONS[type(layer)][1](kept, layer).unsqueeze(1))
+                    J.mul_(_ACTIVATIONS[type(layer)][1](kept, layer))
             elif kind == "dropout":
-                J.mul_(kept.unsqueeze(1))
+                J.mul_(kept)
             else:
                 n_out, n_in = layer.weight.shape
                 weight_rows, bias_rows = self._per_task_rows(ws, G, layer)
-                per_task = torch.mm(J.view(B, T * n_out).t(), kept, out=self._buffer(
-                    ws, key + ("per_task_w",), (T * n_out, n_in), kept))
-                weight_rows.copy_(per_task.view(T, -1))
-                torch.sum(J, 0, out=bias_rows)
+                torch.bmm(J.transpose(1, 2), kept.expand(T, B, n_in), out=weight_rows)
+                torch.sum(J, 1, out=bias_rows)
                 if tape:
-                    J = torch.mm(J.view(B * T, n_out), layer.weight, out=self._buffer(
-                        ws, key + ("per_task",), (B * T, n_in), kept)).view(B, T, n_in)
+                    J = torch.mm(J.view(T * B, n_out), layer.weight, out=self._buffer(
+                        ws, key + ("per_task",), (T * B, n_in), kept)).view(T, B, n_in)
         return G
 
     def _per_task_rows(self, ws, G, layer):
-        """The (T, n) column blocks of ``G`` holding a layer's weight and bias
-        gradients (views made once per buffer)."""
+        """The column blocks of ``G`` holding a layer's weight gradients, as
+        (T, out, in), and its bias gradients, (T, out) (views made once per buffer)."""
         key = ("per_task_rows", layer)
         views = ws.get(key)
         if views is None or views[0] is not G:
             w, b = self._offsets[layer.weight], self._offsets[layer.bias]
-            views = ws[key] = (G, G[:, w:w + layer.weight.numel()],
+            views = ws[key] = (G, G[:, w:w + layer.weight.numel()].view(-1, *layer.weight.shape),
                                G[:, b:b + layer.bias.numel()])
         return views[1], views[2]
 
@@ -358,7 +353,7 @@ class DirectStep:
         J = self._backward(head_tape, own.view(out.shape), ws, need_input_grad=True,
                            per_task_input=True)
         if self.mode == "representation":
-            G = J.transpose(0, 1).reshape(T, -1)
+            G = J.view(T, -1)
         else:
             G = self._per_task_backward(trunk_tape, J, ws)
         if self.state.provides_head_weights:
@@ -387,7 +382,8 @@ class DirectStep:
         if c.dtype != G.dtype:
             c = c.to(G.dtype)
         if self.mode == "representation":
-            self._backward(trunk_tape, torch.matmul(c, J), ws, need_input_grad=False)
+            self._backward(trunk_tape, torch.mv(G.t(), c).view(J.shape[1:]), ws,
+                           need_input_grad=False)
         else:
             torch.mv(G.t(), c, out=self._shared_grads())
         loss = step.loss

@@ -109,9 +109,10 @@ class GradientWeightingState(WeightingState):
                     if self.needs_losses else None)
         coef = self._host_coefficients(gram_matrix(grads).tolist(), present_l, static, losses_h)
         n = len(w)
-        if grads.dtype == losses.dtype == self.static_weights.dtype:
-            # One tensor for the step's values, the fields its views.
-            values = torch.tensor(coef + w + [head_loss], dtype=grads.dtype)
+        if grads.dtype == losses.dtype == self.static_weights.dtype == torch.float32:
+            # One tensor for the step's values, the fields its views (through numpy:
+            # torch.tensor on a list costs twice as much).
+            values = torch.from_numpy(np.array(coef + w + [head_loss], dtype=np.float32))
             coef_t = values[:n]
             return Step(values[2 * n], coef_t, coef_t, values[n:2 * n])
         coef_t = torch.tensor(coef, dtype=grads.dtype)
