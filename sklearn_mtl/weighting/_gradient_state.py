@@ -98,7 +98,7 @@ class GradientWeightingState(WeightingState):
         the gradients itself): the (T,) quantities as plain Python floats, the
         tensors read in place."""
         present_l = present.tolist()
-        static = self._static_list()
+        static = self.static_weights.tolist()
         loss_l = losses.tolist()
         w = [s if p else 0.0 for s, p in zip(static, present_l)]
         head_loss = 0.0
@@ -119,14 +119,6 @@ class GradientWeightingState(WeightingState):
         return Step(torch.tensor(head_loss, dtype=losses.dtype),
                     coef_t.to(self.static_weights.dtype), coef_t,
                     torch.tensor(w, dtype=losses.dtype))
-
-    def _static_list(self):
-        """The static weights as a list, read again only after they changed (the
-        engine may set them in place between fits)."""
-        key = (self.static_weights.data_ptr(), self.static_weights._version)
-        if getattr(self, "_static_key", None) != key:
-            self._static_key, self._static = key, self.static_weights.tolist()
-        return self._static
 
     def _host_coefficients(self, gram, present, static, losses):
         """The (T,) coefficients as a list from the Gram matrix (a list of rows of

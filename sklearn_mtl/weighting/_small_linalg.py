@@ -38,17 +38,21 @@ def solve_small(A, b, scale):
             if f:
                 for c in range(col, n + m):
                     row[c] -= f * rowc[c]
-    out = []
-    for j in range(n, n + m):
-        x = [0.0] * n
-        for r in range(n - 1, -1, -1):
-            row = A[r]
-            acc = row[j]
-            for c in range(r + 1, n):
-                acc -= row[c] * x[c]
-            x[r] = acc / row[r]
-        out.append(x)
-    return tuple(out) if many else out[0]
+    out = tuple(_back_substitute(A, [row[j] for row in A]) for j in range(n, n + m))
+    return out if many else out[0]
+
+
+def _back_substitute(U, y):
+    """``x`` solving ``U x = y`` for the upper triangle of the first ``len(y)``
+    columns of ``U`` (a list of rows); ``y`` is overwritten with ``x``."""
+    n = len(y)
+    for r in range(n - 1, -1, -1):
+        row = U[r]
+        acc = y[r]
+        for c in range(r + 1, n):
+            acc -= row[c] * y[c]
+        y[r] = acc / row[r]
+    return y
 
 
 def spd_block_solve(S, P, q, tol):
@@ -142,10 +146,4 @@ def spd_block_solve(S, P, q, tol):
                 for t in range(c + 1, n):
                     Ar[t] -= f * Ac[t]
                 x[r] -= f * xc
-    for r in range(n - 1, -1, -1):
-        Ar = A[r]
-        acc = x[r]
-        for t in range(r + 1, n):
-            acc -= Ar[t] * x[t]
-        x[r] = acc / Ar[r]
-    return x
+    return _back_substitute(A, x)
