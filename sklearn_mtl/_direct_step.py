@@ -24,6 +24,13 @@ through the trunk gives every task's gradient of the shared parameters, two
 products per layer. User modules, frozen parameters, hooks, other
 activations, bf16, compiled modules and loss normalisation with a gradient
 method keep the autograd step: :meth:`DirectStep.for_net` returns None for them.
+
+An ensemble of this network (:class:`~sklearn_mtl._ensemble.EnsembleModule`:
+k members' scaled inputs through the shared trunk as k*B rows, k*T heads)
+takes the same step with a member axis: the members' losses from the same
+closed forms (member-major rows), their mean combined by the strategy, the
+heads' input gradients summed over each member's tasks, and the adapters'
+gradients from the trunk's input gradient.
 """
 
 import torch
@@ -32,6 +39,7 @@ from torch import nn
 from torch.nn.modules import module as _module_globals
 
 from . import _gradients
+from ._ensemble import EnsembleModule, member_task_losses
 from ._modules import MLPTrunk, MultiTaskModule, TaskHeads, TaskParallelLinear
 from .weighting.static import StaticState
 
@@ -155,6 +163,8 @@ class DirectStep:
             self._offsets[p] = at
             at += p.numel()
         self.n_shared = at
+        module = net.module_
+        self.n_members = module.n_members if isinstance(module, EnsembleModule) else None
 
     @classmethod
     def for_net(cls, net):
@@ -162,14 +172,16 @@ class DirectStep:
         module = getattr(net, "module_", None)
         mode = net.weighting.needs_grads
         normalization = getattr(net, "loss_normalization_", None)
-        if (type(module) is not MultiTaskModule or module.check_rows
+        ensemble = type(module) is EnsembleModule
+        if ((type(module) is not MultiTaskModule and not ensemble) or module.check_rows
                 or net.compile or net.precision != "float32"
                 or type(module.trunk) is not MLPTrunk or type(module.heads) is not TaskHeads
                 or mode not in (None, "params", "representation")
+                or (ensemble and mode is not None)
                 or (mode is not None and (_gradients.GRADIENT_ENGINE != "batched" or (
                     normalization is not None and normalization.active)))
                 or not net.criterion_.closed_form
-                or net.member_weights is not None or _hooked(module)
+                or (net.member_weights is not None and not ensemble) or _hooked(module)
                 or not all(p.requires_grad and p.dtype == torch.float32
                            for p in module.parameters())):
             return None
@@ -222,7 +234,11 @@ class DirectStep:
                     h = forward(h) if type(layer) in _ONE_ARG else forward(h, layer)
                 tape.append((key, kind, layer, h))
             elif layer.p > 0:  # dropout, as torch draws it: a Bernoulli mask scaled by 1/(1-p)
-                mask = self._buffer(ws, (prefix, i, "mask"), h.shape, h)
+                # Laid out as h (torch's dropout draws into empty_like(h)), so that a
+                # transposed h gets the masks autograd's step draws.
+                mask = ws.get((prefix, i, "mask"))
+                if mask is None or mask.shape != h.shape or mask.stride() != h.stride():
+                    mask = ws[(prefix, i, "mask")] = torch.empty_like(h)
                 if layer.p >= 1:
                     mask.zero_()
                 else:
@@ -428,14 +444,67 @@ class DirectStep:
         a = torch.zeros_like(losses) if grads[0] is None else grads[0]
         return step.loss.detach(), a, step.weights
 
+    def _ensemble_step(self, X, y, ws):
+        """The step of an ensemble (see the module docstring): (logged per-task losses,
+        their label-weight sums, the strategy's weights, total loss, per-member outputs
+        (B, k, width)). The trunk runs on the members' rows batch-major, (B*k, F), as
+        the module does (so dropout draws the same masks); the losses read them
+        member-major, (k*B, width), the layout of :meth:`closed_form_terms`."""
+        module = self.net.module_
+        T, k = self.n_tasks, self.n_members
+        B, n_features = X.shape
+        adapter = module.adapter
+        stacked = torch.mul(X.unsqueeze(1), adapter,
+                            out=self._buffer(ws, "stacked", (B, k, n_features), X))
+        trunk_tape, head_tape = [], []
+        z = self._forward(self.trunk_plan, stacked.view(B * k, n_features), trunk_tape, ws,
+                          "trunk")
+        D = z.shape[1]
+        # Head m*T + t reads member m's representation: (k*T, B, D), read as (B, k*T, D).
+        per_head = self._buffer(ws, "per_head", (k, T, B, D), z)
+        per_head.copy_(z.view(B, k, 1, D).permute(1, 2, 0, 3))
+        out = self._forward(self.head_plan, per_head.view(k * T, B, D).transpose(0, 1),
+                            head_tape, ws, "heads")
+        width = out.shape[-1]
+        member_major = out.transpose(0, 1).reshape(k, T, B, width).transpose(1, 2)
+        y_pred = member_major.reshape(k * B, T * width)
+        labels = y[:, :T].unsqueeze(0).expand(k, B, T).reshape(k * B, T)
+        weights = y[:, T:2 * T].unsqueeze(0)
+        if y.shape[1] == 2 * T + k:  # member row masks
+            weights = (weights * y[:, 2 * T:].t().unsqueeze(2)).contiguous()
+        weights = weights.expand(k, B, T)
+        losses, denominators, coef, Dy, multiclass = self.criterion.closed_form_terms(
+            y_pred, labels, weights)
+        member_weights = self.net._member_weights_tensor(losses)
+        logged, combined, mean_denominators = member_task_losses(losses, denominators,
+                                                                 member_weights)
+        total, a, step_weights = self._strategy(combined, mean_denominators > 0)
+        # combined_t is the member mean of W_mt L_mt: dLoss/dL_mt = a_t W_mt / k.
+        per_member = (a / k).expand(k, T) if member_weights is None else (
+            a * member_weights / k)
+        G = self.criterion.output_grad((coef * per_member.unsqueeze(1)).view(k * B, T), Dy,
+                                       multiclass, y_pred.shape)
+        g = G.view(k, B, T, width).transpose(1, 2).reshape(k * T, B, width)
+        gz = self._backward(head_tape, g.transpose(0, 1), ws, need_input_grad=True)
+        # (B, k*T, D), a view of (k*T, B, D): each member's tasks summed, batch-major.
+        gz = gz.transpose(0, 1).reshape(k, T, B, D).sum(1).transpose(0, 1)
+        gx = self._backward(trunk_tape, gz.reshape(B * k, D), ws, need_input_grad=True)
+        torch.sum(gx.view(B, k, n_features).mul_(X.unsqueeze(1)), 0,
+                  out=self._grad(adapter))
+        return logged, mean_denominators, step_weights, total, \
+            y_pred.view(k, B, -1).transpose(0, 1)
+
     def __call__(self, X, y):
-        net = self.net
         T = self.n_tasks
         labels, weights = y[:, :T], y[:, T:2 * T]
         ws = self._workspaces.setdefault(X.shape[0], {})
         if len(self._workspaces) > 2:  # the batch size and the epoch's last, smaller batch
             self._workspaces = {X.shape[0]: ws}
         with torch.no_grad():
+            if self.n_members is not None:
+                losses, denominators, step_weights, total, y_pred = self._ensemble_step(
+                    X, y, ws)
+                return self._finish(losses, denominators, step_weights, total, y_pred)
             trunk_tape, head_tape = [], []
             z = self._forward(self.trunk_plan, X, trunk_tape, ws, "trunk")
             out = self._forward(self.head_plan, z, head_tape, ws, "heads")
@@ -453,13 +522,18 @@ class DirectStep:
             else:
                 total, step_weights = self._gradient_method(
                     trunk_tape, head_tape, out, coef, D, multiclass, losses, present, ws)
-            if self.l1_weights:
-                total = total + net.l1 * torch.stack([w.abs().sum() for w in self.l1_weights]).sum()
-                for w in self.l1_weights:
-                    self._grads[w].add_(w.sign(), alpha=net.l1)
-            for p, g in self._grads.items():
-                if p.grad is None:
-                    p.grad = g
-                elif p.grad is not g:
-                    p.grad.add_(g)
+            return self._finish(losses, denominators, step_weights, total, y_pred)
+
+    def _finish(self, losses, denominators, step_weights, total, y_pred):
+        """Add the L1 term and hand the gradient buffers to ``.grad``."""
+        if self.l1_weights:
+            l1 = self.net.l1
+            total = total + l1 * torch.stack([w.abs().sum() for w in self.l1_weights]).sum()
+            for w in self.l1_weights:
+                self._grads[w].add_(w.sign(), alpha=l1)
+        for p, g in self._grads.items():
+            if p.grad is None:
+                p.grad = g
+            elif p.grad is not g:
+                p.grad.add_(g)
         return losses, denominators, step_weights, total, y_pred

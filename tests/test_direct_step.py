@@ -76,6 +76,15 @@ CASES = {
     "running-mean normalisation": {"loss_normalization": "running_mean"},
     "adamw": {"optimizer": "adamw", "alpha": 1e-2},
     "sgd": {"optimizer": "sgd", "lr": 1e-2},
+    # The member axis: k members' rows through the shared trunk, k*T heads, adapters.
+    "ensemble": {"ensemble_size": 3},
+    "ensemble with dropout and tanh": {"ensemble_size": 2, "dropout": 0.3,
+                                       "activation": "tanh"},
+    "ensemble with learned weights, loss weights and l1": {
+        "ensemble_size": 3, "weighting": "uncertainty", "l1": 1e-3,
+        "loss_weights": {"value": 0.5, "flag": 2.0, "level": 1.0}},
+    "ensemble without a head hidden layer": {"ensemble_size": 2, "head_hidden_sizes": ()},
+    "ensemble with absent tasks": {"ensemble_size": 2, "batch_size": 3, "max_epochs": 1},
 }
 
 
@@ -92,7 +101,6 @@ def test_written_out_step_equals_autograd(monkeypatch, case):
     {"weighting": "pcgrad", "loss_normalization": "initial"},
     {"activation": "gelu"},  # no written-out derivative
     {"precision": "bf16"},
-    {"ensemble_size": 2},
     {"feature_embedding": "periodic"},
     {"losses": {"value": torch.nn.L1Loss()}},  # a torch loss callable
 ], ids=lambda p: next(iter(p)) + "=" + str(next(iter(p.values())))[:12])
@@ -141,3 +149,42 @@ def test_a_net_that_computes_its_losses_otherwise_keeps_the_autograd_step(monkey
     monkeypatch.setattr(data_parallel, "MultiTaskNet", OwnLosses)
     _, _, n_direct = _fit(monkeypatch, True, max_epochs=1)
     assert n_direct == 0 and calls
+
+
+@pytest.mark.parametrize("member_weights, masked", [(False, True), (True, False), (True, True)],
+                         ids=["row masks", "member weights", "both"])
+def test_ensemble_step_with_member_weights_and_row_masks_equals_autograd(member_weights,
+                                                                         masked):
+    # The engine-level member axis of the searches: member m's loss for task t is
+    # scaled by W[m, t] and counts only the rows of its mask.
+    from sklearn_mtl._ensemble import with_member_masks
+    from sklearn_mtl._tasks import encode_targets
+
+    X, Y = make_mixed(n=120, seed=3, missing=0.3)
+    est = MultiTaskRegressorClassifier(ensemble_size=3, hidden_layer_sizes=(8,),
+                                       head_hidden_sizes=(4,), max_epochs=2, batch_size=32,
+                                       random_state=0, early_stopping=False).fit(X, Y)
+    net = est.net_
+    rng = np.random.default_rng(0)
+    if member_weights:
+        weights = rng.uniform(0.0, 2.0, size=(3, 3))
+        weights[1, 2] = 0.0
+        net.set_params(member_weights=weights)
+    targets = encode_targets(est.tasks_, [Y[t.name].to_numpy(dtype=object)
+                                          for t in est.tasks_])[:50]
+    if masked:
+        targets = with_member_masks(targets, (rng.random((50, 3)) < 0.6).astype(np.float32))
+    X_t = torch.from_numpy(X[:50].astype(np.float32))
+    y_t = torch.from_numpy(targets.astype(np.float32))
+    module = net.module_.train()
+    for p in module.parameters():
+        p.grad = None
+    net.get_loss(net.infer(X_t), y_t, training=True).backward()
+    expected = {name: p.grad.clone() for name, p in module.named_parameters()}
+    for p in module.parameters():
+        p.grad = None
+    step = direct_module.DirectStep.for_net(net)
+    assert step is not None
+    step(X_t, y_t)
+    for name, p in module.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], rtol=1e-5, atol=1e-6, msg=name)
