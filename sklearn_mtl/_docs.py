@@ -140,7 +140,9 @@ PARAMETERS = """\
         set of labelled tasks, and a task with few labels keeps at least
         ``min(25, n_labels // 4)`` validation labels.
     patience : int, default=10
-        Epochs without improvement of any task before early stopping.
+        Epochs without improvement of any task before early stopping. Tasks of
+        loss weight 0 are not trained and do not count (their validation loss
+        only drifts with the shared layers).
     tol : float, default=1e-4
         Relative improvement of a task's best validation loss that counts as
         progress for early stopping.

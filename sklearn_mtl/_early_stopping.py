@@ -100,7 +100,8 @@ class TaskEarlyStopping(Callback):
         Relative improvement of a task's best validation loss that counts as progress.
     monitored : sequence of bool or None
         Which tasks decide when to stop (auxiliary tasks, which are not predicted, do
-        not); None: all.
+        not); None: all. Of these, tasks with loss weight 0 do not decide either (unless
+        every one has weight 0).
     sink : callable
         Where the message at the stop goes (``print`` when verbose).
 
@@ -114,6 +115,8 @@ class TaskEarlyStopping(Callback):
         (what skorch's ``EarlyStopping(load_best=True)`` would restore).
     stopped_epoch_ : int or None
         The epoch at which training stopped early, None when it ran to ``max_epochs``.
+    deciding_ : ndarray of bool
+        The tasks that decided at the last epoch (see ``monitored``).
     """
 
     def __init__(self, patience=10, tol=1e-4, monitored=None, sink=print):
@@ -165,16 +168,28 @@ class TaskEarlyStopping(Callback):
         self.waits_ = np.where(progress, 0, self.waits_ + 1)
         in_use = set(self.best_epochs_.tolist())
         self.snapshots_ = {e: w for e, w in self.snapshots_.items() if e in in_use}
-        monitored = np.ones(len(losses), bool) if self.monitored is None \
-            else np.asarray(self.monitored, bool)
-        watched = monitored & (self.best_epochs_ > 0)
+        deciding = self.deciding_ = self._deciding(net, len(losses))
+        watched = deciding & (self.best_epochs_ > 0)
         if not watched.any():
-            watched = monitored
+            watched = deciding
         if (self.waits_[watched] >= self.patience).all():
             self.stopped_epoch_ = epoch
             self.sink(f"Stopping at epoch {len(net.history)}: no task's validation loss has "
                       f"improved for {self.patience} epochs.")
             raise KeyboardInterrupt
+
+    def _deciding(self, net, n_tasks):
+        """The tasks whose validation losses decide when to stop: the monitored ones
+        with a loss weight above 0 (read each epoch: continued training may change the
+        weights), or every monitored one when none has. A task of weight 0 is not
+        trained, and its validation loss only drifts with the shared layers."""
+        monitored = np.ones(n_tasks, bool) if self.monitored is None \
+            else np.asarray(self.monitored, bool)
+        weights = getattr(getattr(net, "weighting_", None), "static_weights", None)
+        if weights is None:
+            return monitored
+        trained = monitored & (weights.detach().cpu().numpy() > 0)
+        return trained if trained.any() else monitored
 
     def on_train_end(self, net, **kwargs):
         if self.best_model_weights_ is None:

@@ -378,8 +378,8 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         stopper = dict(self.net_.callbacks_).get("early_stopping")
         if stopper is None or not getattr(stopper, "epochs_", 0) or stopper.stopped_epoch_:
             return
-        names = [t.name for t, wait, watched in zip(self.tasks_, stopper.waits_,
-                                                    stopper.monitored)
+        deciding = getattr(stopper, "deciding_", stopper.monitored)
+        names = [t.name for t, wait, watched in zip(self.tasks_, stopper.waits_, deciding)
                  if watched and wait < stopper.patience]
         warnings.warn(
             f"max_epochs={self.max_epochs} reached while the validation loss of task(s) "

@@ -113,6 +113,34 @@ def test_training_stops_when_no_task_improves_for_patience_epochs():
     assert est.n_iter_ - max(est.best_epoch_.values()) >= 5
 
 
+def _last_progress_epoch(losses, tol=1e-4):
+    """The last epoch (1-based) whose loss beat the previous progress by ``tol`` (relative)."""
+    previous, last = np.inf, 0
+    for epoch, loss in enumerate(losses, 1):
+        if not np.isfinite(previous) or loss < previous - tol * abs(previous):
+            previous, last = loss, epoch
+    return last
+
+
+def test_a_task_of_loss_weight_zero_does_not_keep_training_going():
+    # The untrained task's validation loss only drifts with the shared layers: the stop
+    # is patience epochs after the trained task's last progress, whatever the drift does.
+    X, Y = scarce_and_plenty(labelled=0.5)
+    est = fit(X, Y, max_epochs=300, patience=4, loss_weights={"scarce": 1.0, "plenty": 0.0})
+    stopper = dict(est.net_.callbacks_)["early_stopping"]
+    np.testing.assert_array_equal(stopper.deciding_, [True, False])
+    last = _last_progress_epoch(est.history_[:, "valid_loss_scarce"])
+    assert stopper.stopped_epoch_ == last + 4
+    # Weights read each epoch: a continued fit that trains both tasks watches both.
+    est.set_params(warm_start=True, loss_weights={"scarce": 1.0, "plenty": 1.0},
+                   max_epochs=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, Y)
+    np.testing.assert_array_equal(dict(est.net_.callbacks_)["early_stopping"].deciding_,
+                                  [True, True])
+
+
 def test_max_epochs_while_improving_warns_and_an_early_stop_does_not():
     X, Y = scarce_and_plenty()
     with pytest.warns(ConvergenceWarning, match="max_epochs=3 reached.*'plenty'"):

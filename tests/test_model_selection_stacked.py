@@ -112,6 +112,23 @@ def test_member_equals_plain_fit_of_candidate_on_fold(data):
                 plain.score(X[test], Y.iloc[test]), abs=1e-4)
 
 
+def test_members_with_a_zero_loss_weight_stop_as_plain_fits_do(data):
+    """A task of weight 0 does not decide a member's stop, as in a plain fit: each split
+    score is that of the plain fit of the candidate on the fold."""
+    X, Y = data
+    grid = {"loss_weights": [{"value": 1.0, "flag": 0.0, "level": 0.0},
+                             {"value": 0.0, "flag": 1.0, "level": 1.0}],
+            "patience": [2]}
+    search = MultiTaskGridSearchCV(small(max_epochs=60), grid, cv=CV, refit=False).fit(X, Y)
+    assert search.n_stacked_fits_ == 2 * 3
+    for c, params in enumerate(search.cv_results_["params"]):
+        for s, (train, test) in enumerate(CV.split(X, Y)):
+            plain = small(max_epochs=60).set_params(**params).fit(X[train], Y.iloc[train])
+            assert plain.n_iter_ < 60
+            assert search.cv_results_[f"split{s}_test_score"][c] == pytest.approx(
+                plain.score(X[test], Y.iloc[test]), abs=1e-4)
+
+
 def test_multimetric_per_task_scorers_and_refit_task_scorer(data):
     X, Y = data
     scoring = make_task_scorers(MultiTaskRegressorClassifier(), Y)

@@ -805,7 +805,7 @@ class _StackedRun:
             # As the estimator warns: max_epochs reached while a task still improved.
             member.still_improving = bool(
                 member.early_stopping and not stopped[s] and not diverged[s]
-                and (self.waits[i][self.monitored] < member.patience).any())
+                and (self.waits[i][self._deciding(i)] < member.patience).any())
             self._finish(s, diverged[s])
         if done.any():
             self._compact(np.flatnonzero(~done))
@@ -837,11 +837,18 @@ class _StackedRun:
         patience = np.array([self.members[i].patience for i in idx])
         stop = np.zeros(len(slots), dtype=bool)
         for r, i in enumerate(idx):
-            watched = self.monitored & (self.best_epochs[i] > 0)
+            deciding = self._deciding(i)
+            watched = deciding & (self.best_epochs[i] > 0)
             if not watched.any():
-                watched = self.monitored
+                watched = deciding
             stop[r] = bool((self.waits[i][watched] >= patience[r]).all())
         return stop
+
+    def _deciding(self, i):
+        """Member i's tasks that decide when it stops (TaskEarlyStopping._deciding):
+        the monitored ones with a loss weight above 0, else every monitored one."""
+        trained = self.monitored & (self.members[i].weights > 0)
+        return trained if trained.any() else self.monitored
 
     def _snapshot(self, slots, improved, total_improved):
         """Copy the current weights of improved (member, task) pairs."""
