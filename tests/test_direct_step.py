@@ -85,6 +85,9 @@ CASES = {
         "loss_weights": {"value": 0.5, "flag": 2.0, "level": 1.0}},
     "ensemble without a head hidden layer": {"ensemble_size": 2, "head_hidden_sizes": ()},
     "ensemble with absent tasks": {"ensemble_size": 2, "batch_size": 3, "max_epochs": 1},
+    "ensemble with famo and running-mean normalisation": {
+        "ensemble_size": 2, "weighting": "famo", "loss_normalization": "running_mean"},
+    "ensemble with sgd": {"ensemble_size": 2, "optimizer": "sgd"},
 }
 
 
