@@ -496,15 +496,13 @@ class DirectStep:
 
     def __call__(self, X, y):
         T = self.n_tasks
-        labels, weights = y[:, :T], y[:, T:2 * T]
         ws = self._workspaces.setdefault(X.shape[0], {})
         if len(self._workspaces) > 2:  # the batch size and the epoch's last, smaller batch
             self._workspaces = {X.shape[0]: ws}
         with torch.no_grad():
             if self.n_members is not None:
-                losses, denominators, step_weights, total, y_pred = self._ensemble_step(
-                    X, y, ws)
-                return self._finish(losses, denominators, step_weights, total, y_pred)
+                return self._finish(*self._ensemble_step(X, y, ws))
+            labels, weights = y[:, :T], y[:, T:2 * T]
             trunk_tape, head_tape = [], []
             z = self._forward(self.trunk_plan, X, trunk_tape, ws, "trunk")
             out = self._forward(self.head_plan, z, head_tape, ws, "heads")

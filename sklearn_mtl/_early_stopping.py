@@ -82,6 +82,17 @@ def check_split(task_names, weights, train, valid, source):
                 "Use a smaller validation_fraction, early_stopping=False, or more labels.")
 
 
+def deciding_tasks(monitored, weights):
+    """The tasks whose validation losses decide when to stop (bool (T,)): the
+    ``monitored`` ones with a loss weight above 0, or every monitored one when none
+    has (or ``weights`` is None). A task of weight 0 is not trained, and its
+    validation loss only drifts with the shared layers."""
+    if weights is None:
+        return monitored
+    trained = monitored & (np.asarray(weights) > 0)
+    return trained if trained.any() else monitored
+
+
 def _state_copy(module):
     # On the host: a snapshot pickles and saves anywhere, and the GPU keeps no copies.
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
@@ -179,17 +190,13 @@ class TaskEarlyStopping(Callback):
             raise KeyboardInterrupt
 
     def _deciding(self, net, n_tasks):
-        """The tasks whose validation losses decide when to stop: the monitored ones
-        with a loss weight above 0 (read each epoch: continued training may change the
-        weights), or every monitored one when none has. A task of weight 0 is not
-        trained, and its validation loss only drifts with the shared layers."""
+        """:func:`deciding_tasks` of the net's loss weights, read each epoch (continued
+        training may change them)."""
         monitored = np.ones(n_tasks, bool) if self.monitored is None \
             else np.asarray(self.monitored, bool)
         weights = getattr(getattr(net, "weighting_", None), "static_weights", None)
-        if weights is None:
-            return monitored
-        trained = monitored & (weights.detach().cpu().numpy() > 0)
-        return trained if trained.any() else monitored
+        return deciding_tasks(monitored, None if weights is None
+                              else weights.detach().cpu().numpy())
 
     def on_train_end(self, net, **kwargs):
         if self.best_model_weights_ is None:

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from .._direct_step import _ACTIVATIONS, _IN_PLACE
+from .._early_stopping import deciding_tasks
 from .._modules import TaskParallelLinear, make_activation
 from .._threads import SMALL_STEP_MACS, ThreadTuner
 
@@ -845,10 +846,8 @@ class _StackedRun:
         return stop
 
     def _deciding(self, i):
-        """Member i's tasks that decide when it stops (TaskEarlyStopping._deciding):
-        the monitored ones with a loss weight above 0, else every monitored one."""
-        trained = self.monitored & (self.members[i].weights > 0)
-        return trained if trained.any() else self.monitored
+        """Member i's tasks that decide when it stops, as in a plain fit."""
+        return deciding_tasks(self.monitored, self.members[i].weights)
 
     def _snapshot(self, slots, improved, total_improved):
         """Copy the current weights of improved (member, task) pairs."""
