@@ -100,6 +100,8 @@ DROPPED = {
         "heduc": "missing for 55%",
     },
     "penguins": {},
+    "randhie": {"hlthg": "a dummy of the health task", "hlthf": "a dummy of the health task",
+                "hlthp": "a dummy of the health task"},
 }
 
 
@@ -193,6 +195,27 @@ def load_penguins():
         "penguins")
 
 
+def load_randhie():
+    """RAND Health Insurance Experiment (20,190 person-years; statsmodels).
+
+    Tasks: outpatient visits ``mdvis`` (regression), whether the plan has an
+    individual deductible ``idp`` (binary) and self-rated ``health``
+    (multiclass: poor, fair, good, or excellent where none of the three
+    dummies ``hlthp``, ``hlthf``, ``hlthg`` is set; the dummies are dropped).
+    Features: the plan's coinsurance and participation incentive, the family
+    deductible measure, physical limitation and chronic disease counts.
+    """
+    from statsmodels.api import datasets
+
+    data = datasets.randhie.load_pandas().data.copy()
+    health = np.select([data["hlthp"] == 1, data["hlthf"] == 1, data["hlthg"] == 1],
+                       ["poor", "fair", "good"], "excellent")
+    data["health"] = health.astype(object)
+    return _split_columns(
+        data, [("mdvis", "regression"), ("idp", "binary"), ("health", "multiclass")],
+        "randhie")
+
+
 #: name -> loader returning (X DataFrame, Y DataFrame of the tasks in order,
 #: dict task -> kind); the first task is the one made scarce.
 TABLES = {
@@ -201,6 +224,7 @@ TABLES = {
     "alcohol": load_alcohol,
     "fertil2": load_fertil2,
     "penguins": load_penguins,
+    "randhie": load_randhie,
 }
 
 

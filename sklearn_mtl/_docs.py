@@ -93,6 +93,21 @@ PARAMETERS = """\
         stopping are those of the combined prediction. 1: one plain network.
         Not with ``head_inputs``, ``task_depth`` or a gradient-based
         weighting.
+    sharing : {'shared', 'blend', 'auto'}, default='shared'
+        What predicts each task. 'shared': the multi-task network. 'blend'
+        and 'auto' also train one network per task on that task alone (the
+        same architecture and parameters, static weighting, the task's
+        labelled training rows, early-stopped on the same validation rows;
+        trained together as one batched stack where the settings allow,
+        which costs less than that many fits). 'blend': each task predicted
+        by the mean of the two (mean value; mean class probabilities), a
+        hedge against negative transfer. 'auto': per task, the one of the
+        shared network, the single-task network and their mean with the
+        lowest validation loss (the mean where a task has no validation
+        labels). ``sharing_`` says what was chosen, ``sharing_losses_`` the
+        validation losses it was chosen on: whether sharing helped each
+        task. Continued training (``warm_start``, ``partial_fit``) trains and
+        predicts with the shared network alone.
     alpha : float, default=0.0
         L2 penalty (weight decay) on the weights, not the biases.
     l1 : float, default=0.0
@@ -207,6 +222,13 @@ ATTRIBUTES = """\
         over all the fit calls of this model) whose weights predict each
         task, the one of its lowest validation loss. Absent without
         validation data.
+    sharing_ : dict task -> str
+        What predicts each task: 'shared', 'single' or 'blend' (see
+        ``sharing``).
+    sharing_losses_ : DataFrame (task x source)
+        With ``sharing`` 'blend' or 'auto': each task's validation loss when
+        predicted by the shared network, by its single-task network and by
+        their mean.
     loss_curve_ : list of float
         The training loss of each epoch (scikit-learn's MLP attribute).
     validation_loss_curve_ : list of float or None

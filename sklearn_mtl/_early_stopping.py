@@ -236,33 +236,52 @@ class TaskEarlyStopping(Callback):
 
 class PerTaskSnapshots(nn.Module):
     """Copies of one network, each predicting the output columns of the tasks whose best
-    epoch it holds.
+    epoch it holds; optionally, some tasks predicted by the mean of two copies.
 
     ``columns[s]`` (bool, (width,)) marks the packed output columns copy ``s`` provides.
     ``torch.where`` picks them exactly (no arithmetic on the values, so a copy's
     non-finite output in columns it does not provide cannot leak), and exports to ONNX.
+    ``partners[s]`` (bool masks too, or None) marks the columns for which copy ``s`` is
+    the second network of a blend: there the output is ``combination`` (a
+    :class:`~._ensemble.MemberMean`) of the two copies' outputs (see :mod:`._sharing`).
     """
 
-    def __init__(self, modules, columns):
+    def __init__(self, modules, columns, partners=None, combination=None):
         super().__init__()
         self.copies = nn.ModuleList(modules)
         for s, mask in enumerate(columns):
             self.register_buffer(f"columns_{s}", torch.as_tensor(mask, dtype=torch.bool))
+        self.blended = partners is not None
+        if self.blended:
+            for s, mask in enumerate(partners):
+                self.register_buffer(f"partners_{s}", torch.as_tensor(mask, dtype=torch.bool))
+            self.register_buffer("blend_columns",
+                                 torch.as_tensor(np.any(partners, axis=0), dtype=torch.bool))
+            self.combination = combination
 
     def forward(self, X):
-        out = None
-        for s, module in enumerate(self.copies):
-            values = module(X)
-            out = values if out is None else torch.where(getattr(self, f"columns_{s}"),
-                                                         values, out)
-        return out
+        values = [module(X) for module in self.copies]
+        out = values[0]
+        for s in range(1, len(values)):
+            out = torch.where(getattr(self, f"columns_{s}"), values[s], out)
+        if not self.blended:
+            return out
+        other = out
+        for s, value in enumerate(values):
+            other = torch.where(getattr(self, f"partners_{s}"), value, other)
+        mean = self.combination(torch.stack([out, other], 1))
+        return torch.where(self.blend_columns, mean, out)
 
 
 def distinct_states(task_states):
     """``(distinct, owner)``: the different state dicts of a per-task list (tasks of one
-    epoch share the same dict object) and, per task, the index of its own."""
+    epoch share the same dict object; None entries stay None) and, per task, the index
+    of its own."""
     distinct, owner = [], []
     for state in task_states:
+        if state is None:
+            owner.append(None)
+            continue
         index = next((i for i, seen in enumerate(distinct) if seen is state), None)
         if index is None:
             index = len(distinct)
@@ -271,21 +290,29 @@ def distinct_states(task_states):
     return distinct, owner
 
 
-def snapshot_module(module, task_states, stride):
+def snapshot_module(module, task_states, stride, partners=None, combination=None):
     """A :class:`PerTaskSnapshots` from ``module`` and each task's weights (a list, one
-    state dict per task; tasks with the same dict share a copy)."""
-    distinct, owner = distinct_states(task_states)
-    width = stride * len(task_states)
-    copies, columns = [], []
+    state dict per task; tasks with the same dict share a copy). ``partners``: None,
+    or per task None or the state dict of a second network whose outputs are averaged
+    with the first's by ``combination``."""
+    n_tasks = len(task_states)
+    states = list(task_states) + list(partners or [None] * n_tasks)
+    distinct, owner = distinct_states(states)
+    width = stride * n_tasks
+    copies, columns, partner_columns = [], [], []
     for s, state in enumerate(distinct):
         copy_ = copy.deepcopy(module)
         copy_.load_state_dict(state)
-        mask = np.zeros(width, dtype=bool)
-        for t, o in enumerate(owner):
+        masks = np.zeros((2, width), dtype=bool)
+        for i, o in enumerate(owner):
             if o == s:
-                mask[t * stride:(t + 1) * stride] = True
+                t = i % n_tasks
+                masks[i // n_tasks, t * stride:(t + 1) * stride] = True
         copies.append(copy_)
-        columns.append(mask)
-    if len(copies) == 1:
+        columns.append(masks[0])
+        partner_columns.append(masks[1])
+    blended = any(p is not None for p in (partners or []))
+    if len(copies) == 1 and not blended:
         return copies[0]
-    return PerTaskSnapshots(copies, columns)
+    return PerTaskSnapshots(copies, columns, partner_columns if blended else None,
+                            combination if blended else None)

@@ -68,7 +68,7 @@ from torch import nn
 
 from ._modules import MultiTaskModule
 
-# Selector codes of the combination (see EnsembleModule.combine).
+# Selector codes of the combination (see MemberMean).
 _MEAN, _BINARY, _MULTICLASS = 0, 1, 2
 
 
@@ -103,20 +103,8 @@ class EnsembleModule(MultiTaskModule):
         # TabM-mini's adapter: random signs.
         self.adapter = nn.Parameter(
             torch.randint(0, 2, (self.n_members, n_features)).float().mul_(2).sub_(1))
-        stride = heads.max_out
-        selector = torch.full((self.n_tasks, stride), _MEAN, dtype=torch.int64)
-        pad = torch.zeros((self.n_tasks, stride), dtype=torch.bool)
-        for t, (kind, n) in enumerate(zip(kinds, n_outputs)):
-            if kind == "binary":
-                selector[t, 0] = _BINARY
-            elif kind == "multiclass":
-                selector[t, :n] = _MULTICLASS
-                pad[t, n:] = True
         self.kinds = list(kinds)
-        self.register_buffer("_selector", selector, persistent=False)
-        self.register_buffer("_pad", pad, persistent=False)
-        self._has_multiclass = "multiclass" in self.kinds
-        self._has_binary = "binary" in self.kinds
+        self.combination = MemberMean(kinds, n_outputs, heads.max_out)
 
     def member_outputs(self, X):
         """Per-member outputs (B, k, T*max_out), in training and eval mode alike."""
@@ -144,12 +132,48 @@ class EnsembleModule(MultiTaskModule):
     def combine(self, out):
         """The members' outputs (B, k, T*max_out) combined into (B, T*max_out) (see the
         module docstring)."""
+        return self.combination(out)
+
+
+class MemberMean(nn.Module):
+    """The mean prediction of k networks' packed outputs: (B, k, T*stride) -> (B,
+    T*stride). Regression tasks: the mean output (of the standardised value; of the
+    log-rate for 'poisson'); binary tasks: the logit of the mean probability;
+    multiclass tasks: the log of the mean softmax, which a softmax maps back to the
+    mean probabilities.
+
+    Parameters
+    ----------
+    kinds : list of str
+        Each task's kind ('regression', 'binary', 'multiclass').
+    n_outputs : list of int
+        Each task's number of output columns.
+    stride : int
+        Columns per task in the packed output.
+    """
+
+    def __init__(self, kinds, n_outputs, stride):
+        super().__init__()
+        self.n_tasks = len(kinds)
+        selector = torch.full((self.n_tasks, stride), _MEAN, dtype=torch.int64)
+        pad = torch.zeros((self.n_tasks, stride), dtype=torch.bool)
+        for t, (kind, n) in enumerate(zip(kinds, n_outputs)):
+            if kind == "binary":
+                selector[t, 0] = _BINARY
+            elif kind == "multiclass":
+                selector[t, :n] = _MULTICLASS
+                pad[t, n:] = True
+        self.register_buffer("_selector", selector, persistent=False)
+        self.register_buffer("_pad", pad, persistent=False)
+        self._has_multiclass = "multiclass" in kinds
+        self._has_binary = "binary" in kinds
+
+    def forward(self, out):
         B, k = out.shape[0], out.shape[1]
-        if k == 1:  # one member: its outputs as they are (as a plain network's)
+        if k == 1:  # one network: its outputs as they are
             return out[:, 0]
         per_task = out.view(B, k, self.n_tasks, -1)
         result = per_task.mean(1)
-        log_k = math.log(k)
         if self._has_binary:
             # logit of the mean probability, from log-probabilities (no overflow).
             logit = (torch.logsumexp(F.logsigmoid(per_task), 1)
@@ -158,7 +182,7 @@ class EnsembleModule(MultiTaskModule):
         if self._has_multiclass:
             # Padded columns take no part in a task's softmax.
             masked = per_task.masked_fill(self._pad, float("-inf"))
-            log_mean = torch.logsumexp(torch.log_softmax(masked, -1), 1) - log_k
+            log_mean = torch.logsumexp(torch.log_softmax(masked, -1), 1) - math.log(k)
             result = torch.where(self._selector == _MULTICLASS, log_mean, result)
         return result.reshape(B, -1)
 

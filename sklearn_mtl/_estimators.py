@@ -29,6 +29,7 @@ from ._early_stopping import check_split, validation_split
 from ._net import TrainingDivergedError, fit_seeds, seeded_torch, split_tables
 from ._outputs import format_predictions, per_task, probability_frames
 from ._params import validate_constraints
+from ._sharing import fit_sharing
 from ._task_params import (
     check_same_classes,
     classes_by_task,
@@ -153,6 +154,7 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         activation="relu",
         dropout=0.0,
         ensemble_size=1,
+        sharing="shared",
         alpha=0.0,
         l1=0.0,
         optimizer="adam",
@@ -192,6 +194,7 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         self.activation = activation
         self.dropout = dropout
         self.ensemble_size = ensemble_size
+        self.sharing = sharing
         self.alpha = alpha
         self.l1 = l1
         self.optimizer = optimizer
@@ -305,8 +308,21 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
                 self._new_net(p.tasks, p.params, p.target_format, p.X, p.targets, p.device,
                               p.seeds, fit_rows=p.rows[0])
             self._train(p.X, p.targets, p.rows, epochs, p.device, continuing)
+        self._choose_sharing(p, fresh=not (continuing or incremental))
         p.scorer_check.trial(self, X_given, y)
         return self
+
+    def _choose_sharing(self, prepared, fresh):
+        """Per-task sharing (see :mod:`._sharing`): chosen by a fresh fit; continued
+        training trains and predicts with the shared network alone."""
+        self.__dict__.pop("_sharing_losses", None)
+        if not fresh:
+            return
+        losses, epochs = fit_sharing(self, prepared)
+        self._sharing_losses = losses
+        best = self.__dict__.get("_best_epochs")
+        if best is not None and epochs is not None:
+            self._best_epochs = [b if e is None else int(e) for b, e in zip(best, epochs)]
 
     def _prepare_fit(self, X, y, sample_weight, continuing=False, classes=None,
                      validation=None, incremental=False, scoring_step=None):
@@ -594,6 +610,32 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
                                  "data, so it has no best_epoch_: every task is predicted "
                                  "from the last epoch.")
         return dict(zip(self.task_names_, epochs))
+
+    @property
+    def sharing_(self):
+        """Dict task -> what predicts it: 'shared' (the multi-task network), 'single'
+        (a network trained on the task alone) or 'blend' (the mean of the two); see
+        the ``sharing`` parameter."""
+        check_is_fitted(self)
+        sources = self.net_.__dict__.get("task_sources") or ["shared"] * len(self.tasks_)
+        return {t.name: s for t, s in zip(self.tasks_, sources) if not t.auxiliary}
+
+    @property
+    def sharing_losses_(self):
+        """DataFrame (task x source): each task's validation loss when predicted by the
+        shared network, by its single-task network and by their mean (the three
+        ``sharing_`` chooses from); NaN where a task has no validation label."""
+        check_is_fitted(self)
+        losses = self.__dict__.get("_sharing_losses")
+        if losses is None:
+            raise AttributeError(
+                f"This {type(self).__name__} has no sharing_losses_: it was fitted with "
+                "sharing='shared' (or one task, or continued training), so no single-task "
+                "network was trained. Fit with sharing='auto' or 'blend' to get them.")
+        keep = [t for t, task in enumerate(self.tasks_) if not task.auxiliary]
+        return pd.DataFrame({source: [values[t] for t in keep]
+                             for source, values in losses.items()},
+                            index=pd.Index(self.task_names_, name="task"))
 
     @property
     def history_(self):

@@ -62,7 +62,7 @@ from ._gradients import (
     trunk_shared_parameters,
 )
 from ._early_stopping import distinct_states, snapshot_module
-from ._ensemble import check_member_weights, member_task_losses
+from ._ensemble import MemberMean, check_member_weights, member_task_losses
 from ._direct_step import DirectStep
 from ._fused_optim import FusedAdamStep
 from ._threads import SMALL_STEP_MACS, ThreadTuner, step_macs
@@ -536,6 +536,29 @@ class MultiTaskNet(NeuralNet):
     def clear_task_snapshots(self):
         """Back to predicting every task from ``module_`` (training goes on)."""
         self.__dict__["task_states"] = None
+        self.__dict__["task_partners"] = None
+        self.__dict__["task_sources"] = None
+
+    def set_task_sources(self, task_states, partners, sources):
+        """Predict task t from ``task_states[t]`` or, where ``partners[t]`` is a state
+        dict, from the mean of the two networks' predictions; ``sources``: each task's
+        source ('shared', 'single', 'blend'; see :mod:`._sharing`)."""
+        blended = any(p is not None for p in partners)
+        self.__dict__["task_states"] = list(task_states)
+        self.__dict__["task_partners"] = list(partners) if blended else None
+        self.__dict__["task_sources"] = list(sources)
+
+    def _per_task_module(self):
+        """A :class:`~._early_stopping.PerTaskSnapshots` (or a copy of ``module_``) from
+        the task states and partners."""
+        states = self.__dict__.get("task_states")
+        partners = self.__dict__.get("task_partners")
+        combination = None
+        if partners:
+            c = self.criterion_
+            combination = MemberMean(c.kinds, c.n_outputs, c.stride)
+        return snapshot_module(self.module_, states, self.module_.heads.max_out, partners,
+                               combination)
 
     def prediction_module(self):
         """The module whose outputs are the predictions: ``module_``, or the per-task
@@ -543,11 +566,13 @@ class MultiTaskNet(NeuralNet):
         states = self.__dict__.get("task_states")
         if not states:
             return self.module_
+        partners = self.__dict__.get("task_partners")
         cached = self.__dict__.get("_snapshots")
-        if cached is not None and cached[0] is states and cached[1] is self.module_:
+        if (cached is not None and cached[0] is states and cached[1] is self.module_
+                and cached[3] is partners):
             return cached[2]
-        module = snapshot_module(self.module_, states, self.module_.heads.max_out)
-        self.__dict__["_snapshots"] = (states, self.module_, module)
+        module = self._per_task_module()
+        self.__dict__["_snapshots"] = (states, self.module_, module, partners)
         return module
 
     def snapshot_record(self, to_array):
@@ -555,17 +580,24 @@ class MultiTaskNet(NeuralNet):
         states = self.__dict__.get("task_states")
         if not states:
             return None
-        distinct, owner = distinct_states(states)
-        return {"owner": owner,
+        partners = self.__dict__.get("task_partners") or [None] * len(states)
+        distinct, owner = distinct_states(list(states) + list(partners))
+        T = len(states)
+        return {"owner": owner[:T], "partners": owner[T:],
+                "sources": self.__dict__.get("task_sources"),
                 "states": [{k: to_array(v) for k, v in state.items()} for state in distinct]}
 
     def load_snapshot_record(self, record, to_tensor):
         """Restore :meth:`snapshot_record`'s data (a loaded model)."""
+        self.clear_task_snapshots()
         if not record:
-            self.__dict__["task_states"] = None
             return
         distinct = [{k: to_tensor(v) for k, v in state.items()} for state in record["states"]]
         self.__dict__["task_states"] = [distinct[i] for i in record["owner"]]
+        partners = [None if i is None else distinct[i] for i in record.get("partners") or []]
+        if any(p is not None for p in partners):
+            self.__dict__["task_partners"] = partners
+        self.__dict__["task_sources"] = record.get("sources")
 
     def load_weights(self, state_dict):
         """Load module weights; the optimizer restarts (its moments belong to the
@@ -581,14 +613,13 @@ class MultiTaskNet(NeuralNet):
         state (the tensors' version counters tell when the weights changed in place)."""
         state = list(self.module_.parameters()) + list(self.module_.buffers())
         snapshots = self.__dict__.get("task_states")
-        key = (id(self.module_), id(snapshots), dtype, tuple(t._version for t in state))
+        key = (id(self.module_), id(snapshots), id(self.__dict__.get("task_partners")), dtype,
+               tuple(t._version for t in state))
         cached = self.__dict__.get("_inference")
         if cached is not None and cached[0] == key:
             return cached[1]
-        states = self.__dict__.get("task_states")
         # snapshot_module copies the module itself: no second copy of its copies.
-        module = (snapshot_module(self.module_, states, self.module_.heads.max_out) if states
-                  else copy.deepcopy(self.module_))
+        module = self._per_task_module() if snapshots else copy.deepcopy(self.module_)
         inference_only(module)
         module.eval().to(dtype)
         self.__dict__["_inference"] = (key, module)

@@ -52,6 +52,7 @@ PARAMETER_CONSTRAINTS = {
     "activation": [StrOptions(set(ACTIVATION_NAMES))],
     "dropout": [Interval(Real, 0, 1, closed="left")],
     "ensemble_size": [Interval(Integral, 1, None, closed="left")],
+    "sharing": [StrOptions({"shared", "blend", "auto"})],
     "alpha": [Interval(Real, 0, None, closed="left")],
     "l1": [Interval(Real, 0, None, closed="left")],
     "optimizer": [StrOptions(set(OPTIMIZERS)), HasMethods(["step", "zero_grad"])],

@@ -294,6 +294,9 @@ BAD_PARAMS = [
     ("ensemble_size-zero", {"ensemble_size": 0}, param_named("ensemble_size")),
     ("ensemble_size-float", {"ensemble_size": 1.5}, param_named("ensemble_size")),
     ("ensemble_size-bool", {"ensemble_size": True}, param_named("ensemble_size")),
+    # sharing
+    ("sharing-unknown", {"sharing": "always"}, param_named("sharing")),
+    ("sharing-type", {"sharing": 1}, param_named("sharing")),
     # alpha
     ("alpha-negative", {"alpha": -1}, param_named("alpha")),
     ("alpha-str", {"alpha": "big"}, param_named("alpha")),
@@ -407,7 +410,7 @@ SKLEARN_FORMAT = [
     ("tol", "small"), ("tol", -1), ("class_weight", "even"), ("warm_start", "yes"),
     ("random_state", "seed"), ("device", 3), ("precision", "fp8"), ("compile", "yes"),
     ("verbose", "2"), ("verbose", -1), ("callbacks", 5),
-    ("ensemble_size", 0), ("ensemble_size", 1.5),
+    ("ensemble_size", 0), ("ensemble_size", 1.5), ("sharing", "always"),
 ]
 
 

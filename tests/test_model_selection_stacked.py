@@ -18,8 +18,8 @@ from torch import nn
 
 from sklearn_mtl import MultiTaskRegressor, MultiTaskRegressorClassifier, make_task_scorers
 from sklearn_mtl.model_selection import MultiTaskGridSearchCV, MultiTaskRandomizedSearchCV
-from sklearn_mtl.model_selection import _stacked as stacked_module
-from sklearn_mtl.model_selection._stacked import StackedMLP, _StackedRun
+from sklearn_mtl import _stacked as stacked_module
+from sklearn_mtl._stacked import StackedMLP, _StackedRun
 
 from .conftest import make_mixed
 
@@ -401,3 +401,20 @@ def test_written_out_stacked_step_equals_autograd(data, params):
     reference = torch.where(den > 0, run.static * losses, 0.0).sum(1)
     torch.testing.assert_close(member, reference.detach(), rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(grad, run.net.flat_grad(reference.sum()), rtol=1e-5, atol=1e-7)
+
+
+def test_members_blend_with_single_task_networks_as_their_fits_do(data):
+    """sharing='blend': each stacked member trains its fold's single-task networks and
+    blends with them, as a plain fit of it does."""
+    X, Y = data
+    grid = {"alpha": [0.0, 1e-3]}
+    ours = MultiTaskGridSearchCV(small(sharing="blend"), grid, cv=CV).fit(X, Y)
+    ref = GridSearchCV(small(sharing="blend"), grid, cv=CV).fit(X, Y)
+    plain = MultiTaskGridSearchCV(small(), grid, cv=CV).fit(X, Y)
+    assert ours.n_stacked_fits_ == 2 * 3
+    for s in range(3):
+        np.testing.assert_allclose(ours.cv_results_[f"split{s}_test_score"],
+                                   ref.cv_results_[f"split{s}_test_score"], atol=1e-4)
+    assert not np.allclose(ours.cv_results_["mean_test_score"],
+                           plain.cv_results_["mean_test_score"], atol=1e-4)
+    assert set(ours.best_estimator_.sharing_.values()) == {"blend"}

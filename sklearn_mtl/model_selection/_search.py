@@ -6,7 +6,7 @@ scikit-learn's :class:`~sklearn.model_selection.GridSearchCV` and
 attributes, ``cv_results_``, refit and multi-metric scoring, which come from
 scikit-learn itself) with another evaluation: the fits of one search that
 differ only in settings that change no tensor shape are trained together as
-the members of one stacked network (see :mod:`._stacked`), then each member
+the members of one stacked network (see :mod:`sklearn_mtl._stacked`), then each member
 is scored by scikit-learn's own scoring code on its held-out fold.
 
 How fits are grouped
@@ -33,7 +33,6 @@ import warnings
 from traceback import format_exc
 
 import numpy as np
-import torch
 from joblib import Parallel, delayed
 from sklearn.base import _fit_context, clone, is_classifier
 from sklearn.exceptions import ConvergenceWarning
@@ -56,12 +55,14 @@ from sklearn.utils.metaestimators import _safe_split
 from sklearn.utils.validation import _check_method_params, indexable
 
 from .._estimators import _MultiTaskBase
-from .._modules import MLPTrunk, MultiTaskModule, TaskHeads
 from .._net import seeded_torch
-from ..architectures import HardSharing, resolve_architecture
-from ..weighting import resolve_weighting
-from ..weighting.static import Static
-from ._stacked import Member, chunk_members, train_members
+from .._stacked import (
+    Member,
+    chunk_members,
+    stackable_net,
+    train_members,
+    unstackable_setting,
+)
 
 __all__ = ["MultiTaskGridSearchCV", "MultiTaskRandomizedSearchCV", "STACKED_PARAMS"]
 
@@ -69,55 +70,15 @@ __all__ = ["MultiTaskGridSearchCV", "MultiTaskRandomizedSearchCV", "STACKED_PARA
 #: ``loss_weights__<task>``). Any other difference puts fits in different stacks.
 STACKED_PARAMS = frozenset({
     "loss_weights", "alpha", "dropout", "lr", "random_state", "patience", "tol",
-    "max_epochs", "early_stopping", "validation_fraction", "class_weight", "verbose",
+    "max_epochs", "early_stopping", "validation_fraction", "class_weight", "verbose", "sharing",
 })
-
-_ADAM_OPTIONS = frozenset({"betas", "eps", "fused", "foreach"})
-
 
 def not_stackable(estimator):
     """Why ``estimator``'s fits cannot be members of a stack (a sentence), or None."""
     if not isinstance(estimator, _MultiTaskBase):
         return (f"{type(estimator).__name__} is not a multi-task estimator of this package "
                 "(a Pipeline's preprocessing is fitted per fold)")
-    if estimator.module is not None:
-        return "a custom module= trunk"
-    try:
-        architecture = resolve_architecture(estimator.architecture)
-        weighting = resolve_weighting(estimator.weighting)
-    except (TypeError, ValueError):
-        return "invalid architecture or weighting (the fit reports it)"
-    checks = [
-        (type(architecture) is HardSharing, f"architecture={estimator.architecture!r}"),
-        (type(weighting) is Static, f"weighting={estimator.weighting!r}"),
-        (estimator.loss_normalization == "none",
-         f"loss_normalization={estimator.loss_normalization!r}"),
-        (estimator.feature_embedding is None,
-         f"feature_embedding={estimator.feature_embedding!r}"),
-        (not estimator.head_inputs, "head_inputs"),
-        (not estimator.task_depth, "task_depth"),
-        (estimator.ensemble_size == 1, f"ensemble_size={estimator.ensemble_size!r}"),
-        (estimator.optimizer in ("adam", torch.optim.Adam),
-         f"optimizer={estimator.optimizer!r}"),
-        (set(estimator.optimizer_kwargs or {}) <= _ADAM_OPTIONS
-         and not (estimator.optimizer_kwargs or {}).get("amsgrad"), "optimizer_kwargs"),
-        (estimator.lr_schedule is None, f"lr_schedule={estimator.lr_schedule!r}"),
-        (estimator.l1 == 0, "l1"),
-        (estimator.precision == "float32", f"precision={estimator.precision!r}"),
-        (not estimator.compile, "compile=True"),
-        (not estimator.callbacks, "callbacks"),
-    ]
-    for ok, what in checks:
-        if not ok:
-            return what
-    return None
-
-
-def _built_stackable(estimator):
-    """Whether the built network is the plain trunk + heads a stack replicates."""
-    module = estimator.net_.module_
-    return (type(module) is MultiTaskModule and type(module.trunk) is MLPTrunk
-            and type(module.heads) is TaskHeads)
+    return unstackable_setting(estimator)
 
 
 def _same(a, b):
@@ -317,11 +278,12 @@ class _StackedSearchMixin:
             estimator._new_net(prepared.tasks, prepared.params, prepared.target_format,
                                prepared.X, prepared.targets, prepared.device, prepared.seeds,
                                fit_rows=prepared.rows[0])
-        if not _built_stackable(estimator):
+        if not stackable_net(estimator.net_):
             return None
         member = Member(estimator, prepared.X, prepared.targets, prepared.rows[0],
                         prepared.rows[1], data_key=split)
         member.scorer_check = prepared.scorer_check
+        member.prepared = prepared
         member.train_data = (X_train, y_train)
         return member
 
@@ -341,6 +303,7 @@ class _StackedSearchMixin:
             per_member = (time.time() - start) / len(chunk)
             for member in chunk:
                 member.fit_time = member.prepare_time + per_member
+                self._share(member)
         improving = [m for m in group if m.error is None and m.still_improving]
         if improving:
             epochs = sorted({m.max_epochs for m in improving})
@@ -356,6 +319,20 @@ class _StackedSearchMixin:
                 trace = getattr(member, "trace", None) or "".join(
                     [f"{type(member.error).__name__}: {member.error}\n"])
                 out[slot] = self._failed(scorers, member.fit_time, member.n_test, trace)
+
+    def _share(self, member):
+        """The member's per-task sharing (``sharing`` 'blend' or 'auto'), as its own fit
+        would choose it: its single-task networks trained on its fold."""
+        start = time.time()
+        try:
+            if member.error is None:
+                member.estimator._choose_sharing(member.prepared, fresh=True)
+        except Exception as exc:
+            if self.error_score == "raise":
+                raise
+            member.error, member.trace = exc, format_exc()
+        member.prepared = None
+        member.fit_time += time.time() - start
 
     def _failed(self, scorers, fit_time, n_test, trace=None):
         test, train = _error_scores(scorers, self.error_score, self.return_train_score)

@@ -43,10 +43,19 @@ import os
 import numpy as np
 import torch
 
-from .._direct_step import _ACTIVATIONS, _IN_PLACE
-from .._early_stopping import deciding_tasks
-from .._modules import TaskParallelLinear, make_activation
-from .._threads import SMALL_STEP_MACS, ThreadTuner
+from ._direct_step import _ACTIVATIONS, _IN_PLACE
+from ._early_stopping import deciding_tasks
+from ._modules import (
+    MLPTrunk,
+    MultiTaskModule,
+    TaskHeads,
+    TaskParallelLinear,
+    make_activation,
+)
+from ._threads import SMALL_STEP_MACS, ThreadTuner
+from .architectures import HardSharing, resolve_architecture
+from .weighting import resolve_weighting
+from .weighting.static import Static
 
 #: Fraction of the available memory a stacked chunk may use, and a cap.
 _MEMORY_FRACTION = 0.25
@@ -55,6 +64,52 @@ _MEMORY_CAP = 2 << 30
 _VALID_ROWS = 1 << 16
 #: Bytes of training rows gathered at once (a block of an epoch's steps).
 _BLOCK_BYTES = 1 << 25
+#: The optimizer options the stacked Adam implements.
+_ADAM_OPTIONS = frozenset({"betas", "eps", "fused", "foreach"})
+
+
+def unstackable_setting(estimator):
+    """The setting of a multi-task estimator that keeps its fits out of a stack (a
+    phrase naming it), or None: a stack replicates the hard-sharing MLP trained by
+    Adam with static loss weights and nothing else."""
+    if estimator.module is not None:
+        return "a custom module= trunk"
+    try:
+        architecture = resolve_architecture(estimator.architecture)
+        weighting = resolve_weighting(estimator.weighting)
+    except (TypeError, ValueError):
+        return "invalid architecture or weighting (the fit reports it)"
+    checks = [
+        (type(architecture) is HardSharing, f"architecture={estimator.architecture!r}"),
+        (type(weighting) is Static, f"weighting={estimator.weighting!r}"),
+        (estimator.loss_normalization == "none",
+         f"loss_normalization={estimator.loss_normalization!r}"),
+        (estimator.feature_embedding is None,
+         f"feature_embedding={estimator.feature_embedding!r}"),
+        (not estimator.head_inputs, "head_inputs"),
+        (not estimator.task_depth, "task_depth"),
+        (estimator.ensemble_size == 1, f"ensemble_size={estimator.ensemble_size!r}"),
+        (estimator.optimizer in ("adam", torch.optim.Adam),
+         f"optimizer={estimator.optimizer!r}"),
+        (set(estimator.optimizer_kwargs or {}) <= _ADAM_OPTIONS
+         and not (estimator.optimizer_kwargs or {}).get("amsgrad"), "optimizer_kwargs"),
+        (estimator.lr_schedule is None, f"lr_schedule={estimator.lr_schedule!r}"),
+        (estimator.l1 == 0, "l1"),
+        (estimator.precision == "float32", f"precision={estimator.precision!r}"),
+        (not estimator.compile, "compile=True"),
+        (not estimator.callbacks, "callbacks"),
+    ]
+    for ok, what in checks:
+        if not ok:
+            return what
+    return None
+
+
+def stackable_net(net):
+    """Whether a built net is the plain trunk + heads a stack replicates."""
+    module = net.module_
+    return (type(module) is MultiTaskModule and type(module.trunk) is MLPTrunk
+            and type(module.heads) is TaskHeads)
 
 
 class Member:
