@@ -608,9 +608,11 @@ class _StackedRun:
         self.eps = torch.tensor([m.eps for m in members], **f32).unsqueeze(1)
         self.exp_avg = torch.zeros_like(self.net.flat)
         self.exp_avg_sq = torch.zeros_like(self.net.flat)
-        self.steps_equal = True  # whether every member has taken every step so far
-        self.step_counts = [torch.zeros((), dtype=torch.float32, device=self.device)
-                            for _ in members]
+        # While every member has taken every step, one step count serves them all
+        # (the per-member counts are materialised when they first differ).
+        self.steps_equal = True
+        self.shared_steps = torch.zeros((), dtype=torch.float32, device=self.device)
+        self.step_counts = None
         self._set_adam_rows()
         # Early stopping, per (member, task), as TaskEarlyStopping keeps it per task.
         T = self.T
@@ -768,14 +770,16 @@ class _StackedRun:
                 # Every member steps with the same settings and step count: one call
                 # on the whole (k, P) tensors (the same elementwise update).
                 (_, (lr, beta1, beta2, eps)), = self.adam_groups
-                torch._foreach_add_(self.step_counts, 1)
+                self.shared_steps.add_(1)
                 torch._fused_adam_(
                     [self.net.flat], [grad], [self.exp_avg], [self.exp_avg_sq], [],
-                    self.step_counts[:1], amsgrad=False, lr=lr, beta1=beta1, beta2=beta2,
+                    [self.shared_steps], amsgrad=False, lr=lr, beta1=beta1, beta2=beta2,
                     weight_decay=0.0, eps=eps, maximize=False, grad_scale=None,
                     found_inf=None)
                 return
-            self.steps_equal = False  # from here on, per member
+            if self.steps_equal:  # from here on, per member
+                self.steps_equal = False
+                self.step_counts = [self.shared_steps.clone() for _ in range(len(self.live))]
             grads = grad.unbind(0)
             for slots, (lr, beta1, beta2, eps) in self.adam_groups:
                 if not active.all():
@@ -973,5 +977,6 @@ class _StackedRun:
         self.alpha = self.alpha.index_select(0, sel)
         self.keep = self.keep.index_select(0, sel)
         self.eps = self.eps.index_select(0, sel)
-        self.step_counts = [self.step_counts[s] for s in keep]
+        if not self.steps_equal:
+            self.step_counts = [self.step_counts[s] for s in keep]
         self._set_adam_rows()
