@@ -101,12 +101,13 @@ PARAMETERS = """\
         trained together as one batched stack where the settings allow,
         which costs less than that many fits). 'blend': each task predicted
         by the mean of the two (mean value; mean class probabilities), a
-        hedge against negative transfer. 'auto': per task, the one of the
-        shared network, the single-task network and their mean with the
-        lowest validation loss (the mean where a task has no validation
-        labels). ``sharing_`` says what was chosen, ``sharing_losses_`` the
-        validation losses it was chosen on: whether sharing helped each
-        task. Continued training (``warm_start``, ``partial_fit``) trains and
+        hedge against negative transfer. 'auto': per task, the shared
+        network unless the single-task network or the mean has a validation
+        loss lower by more than one standard error of the paired difference
+        (then the lower of the two); a task with a handful of validation
+        labels keeps the shared network. ``sharing_`` says what was chosen,
+        ``sharing_losses_`` the validation losses it was chosen on: whether
+        sharing helped each task. Continued training (``warm_start``, ``partial_fit``) trains and
         predicts with the shared network alone.
     alpha : float, default=0.0
         L2 penalty (weight decay) on the weights, not the biases.
@@ -228,7 +229,9 @@ ATTRIBUTES = """\
     sharing_losses_ : DataFrame (task x source)
         With ``sharing`` 'blend' or 'auto': each task's validation loss when
         predicted by the shared network, by its single-task network and by
-        their mean.
+        their mean (columns 'shared', 'single', 'blend'), and the standard
+        errors of the latter two's differences from the first ('single_se',
+        'blend_se').
     loss_curve_ : list of float
         The training loss of each epoch (scikit-learn's MLP attribute).
     validation_loss_curve_ : list of float or None

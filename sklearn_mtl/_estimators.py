@@ -624,7 +624,9 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
     def sharing_losses_(self):
         """DataFrame (task x source): each task's validation loss when predicted by the
         shared network, by its single-task network and by their mean (the three
-        ``sharing_`` chooses from); NaN where a task has no validation label."""
+        ``sharing_`` chooses from), and the standard errors of the latter two's paired
+        differences from the first ('single_se', 'blend_se'); NaN where a task has no
+        validation label."""
         check_is_fitted(self)
         losses = self.__dict__.get("_sharing_losses")
         if losses is None:

@@ -16,9 +16,10 @@ Then, per task:
 * ``'blend'``: the prediction is the mean of the two networks' predictions (for
   regression the mean value; for classification the mean probabilities, see
   :class:`~._ensemble.MemberMean`);
-* ``'auto'``: the one of the shared network, the single-task network and their mean
-  whose validation loss for the task is lowest (the shared network on ties; the mean
-  where the task has no validation labels).
+* ``'auto'``: the shared network, unless the single-task network or the mean has a
+  validation loss lower by more than one standard error of the paired difference over
+  the task's validation rows (then the lower of those two): with a handful of
+  validation labels a difference is noise, and sharing stays.
 
 :func:`fit_sharing` records the choice in the net (its task states and partners,
 which prediction, persistence and export read) and returns the validation losses of
@@ -37,7 +38,7 @@ from ._stacked import Member, chunk_members, stackable_net, train_members, unsta
 
 #: The values of the ``sharing`` parameter.
 SHARING = ("shared", "blend", "auto")
-#: The sources a task can be predicted from, in the order ties are broken.
+#: The sources a task can be predicted from.
 SOURCES = ("shared", "single", "blend")
 
 
@@ -46,7 +47,8 @@ def fit_sharing(estimator, prepared):
     task's source and install it in ``estimator.net_``.
 
     Returns ``(losses, best_epochs)``: the validation losses, a dict source -> list
-    (one float per task, NaN where not measured), or None when nothing was trained
+    (one float per task, NaN where not measured) with the standard errors of the
+    differences (:func:`_validation_losses`), or None when nothing was trained
     (``sharing='shared'``, a single predicted task); and per predicted task the best
     epoch of the single-task network where it predicts the task alone (else None).
     """
@@ -73,9 +75,7 @@ def fit_sharing(estimator, prepared):
         if estimator.sharing == "blend":
             sources[t] = "blend"
             continue
-        measured = [losses[s][t] for s in SOURCES]
-        sources[t] = ("blend" if not np.isfinite(measured).all()
-                      else SOURCES[int(np.argmin(measured))])
+        sources[t] = _lowest_by_margin(losses, t)
     states = [single_states[t] if sources[t] == "single" else shared_states[t]
               for t in range(T)]
     partners = [single_states[t] if sources[t] == "blend" else None for t in range(T)]
@@ -147,15 +147,36 @@ def _train(singles, prepared):
                 single.error = exc
 
 
+def _lowest_by_margin(losses, t):
+    """'auto''s source of task t: the shared network unless the single-task network or
+    the blend has a validation loss lower by more than one standard error of the
+    paired difference (then the lowest of those); the shared network where a loss is
+    not measured. A task's validation labels may be a handful: a difference within
+    their noise is no evidence against sharing."""
+    shared = losses["shared"][t]
+    best, best_loss = "shared", shared
+    for source in SOURCES[1:]:
+        loss, se = losses[source][t], losses[f"{source}_se"][t]
+        if not (np.isfinite(shared) and np.isfinite(loss) and np.isfinite(se)):
+            return "shared"
+        if loss + se < shared and loss < best_loss:
+            best, best_loss = source, loss
+    return best
+
+
 def _validation_losses(net, singles, single_states, prepared, stride):
     """Dict source -> per-task validation losses of the shared network, the single-task
     networks and their mean (NaN where a task has no validation label or no single-task
-    network)."""
+    network), and '<source>_se' -> the standard errors of the single-task network's
+    and the blend's paired differences from the shared network's (over the task's
+    validation rows, weighted as the losses are; inf for a loss that is not a mean
+    over rows)."""
     T = len(prepared.tasks)
     valid = prepared.rows[1]
     nan = [float("nan")] * T
+    names = list(SOURCES) + [f"{source}_se" for source in SOURCES[1:]]
     if valid is None or not len(valid):
-        return {source: list(nan) for source in SOURCES}
+        return {name: list(nan) for name in names}
     X = prepared.X[valid]
     shared = net.raw_outputs(X)
     single = shared.copy()
@@ -168,15 +189,29 @@ def _validation_losses(net, singles, single_states, prepared, stride):
     blend = MemberMean(c.kinds, c.n_outputs, c.stride).double()(outputs).numpy()
     device = torch.device(net.device)
     y_true = torch.from_numpy(prepared.targets[valid]).to(device)
-    losses = {}
+    labels, weights = y_true[:, :T], y_true[:, T:2 * T]
+    losses, elements = {}, {}
     with torch.no_grad():
         for source, out in zip(SOURCES, (shared, single, blend)):
-            values, denominators = c(torch.from_numpy(out.astype(np.float32)).to(device),
-                                     y_true)
+            out = torch.from_numpy(out.astype(np.float32)).to(device)
+            values, denominators = c(out, y_true)
             values = values.double().cpu().numpy()
             values[denominators.cpu().numpy() <= 0] = np.nan
             losses[source] = [float(v) for v in values]
+            elements[source] = c.element_losses(out, labels, weights).double().cpu().numpy()
+    w = weights.double().cpu().numpy()
+    w = np.where(w > 0, w, 0.0)
+    total = w.sum(0)
+    reduced = {t for t, _, _, elementwise in c.others if not elementwise}
+    for source in SOURCES[1:]:
+        d = np.where(w > 0, elements[source] - elements["shared"], 0.0)
+        mean = (w * d).sum(0) / np.maximum(total, 1e-300)
+        se = np.sqrt((w ** 2 * (d - mean) ** 2).sum(0)) / np.maximum(total, 1e-300)
+        se[total <= 0] = np.nan
+        se[list(reduced)] = np.inf
+        losses[f"{source}_se"] = [float(v) for v in se]
     for t in range(T):
         if single_states[t] is None:
-            losses["single"][t] = losses["blend"][t] = float("nan")
+            for name in names[1:]:
+                losses[name][t] = float("nan")
     return losses

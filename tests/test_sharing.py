@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from sklearn_mtl import MultiTaskRegressor, MultiTaskRegressorClassifier
@@ -103,7 +104,7 @@ def test_a_single_task_network_learns_nothing_from_the_other_tasks(data):
 def test_the_shared_validation_loss_is_the_best_epochs(shared_and_blend):
     shared, blend = shared_and_blend
     losses = blend.sharing_losses_
-    assert list(losses.columns) == list(SOURCES)
+    assert list(losses.columns) == list(SOURCES) + ["single_se", "blend_se"]
     assert list(losses.index) == ["value", "flag", "level"]
     for task, epoch in shared.best_epoch_.items():
         recorded = shared.history_[epoch - 1, f"valid_loss_{task}"]
@@ -111,15 +112,18 @@ def test_the_shared_validation_loss_is_the_best_epochs(shared_and_blend):
     assert np.isfinite(losses.to_numpy()).all()
 
 
-def test_auto_takes_each_tasks_lowest_validation_loss(data):
+def test_auto_keeps_sharing_unless_another_source_wins_by_a_standard_error(data):
     X, Y = data
     shared = fit(X, Y)
     auto = fit(X, Y, sharing="auto")
     blend = fit(X, Y, sharing="blend")
     losses = auto.sharing_losses_
     pd.testing.assert_frame_equal(losses, blend.sharing_losses_)
-    expected = {task: SOURCES[int(np.argmin(losses.loc[task].to_numpy()))]
-                for task in losses.index}
+    expected = {}
+    for task, row in losses.iterrows():
+        wins = {source: row[source] for source in ("single", "blend")
+                if row[source] + row[f"{source}_se"] < row["shared"]}
+        expected[task] = min(wins, key=wins.get) if wins else "shared"
     assert auto.sharing_ == expected
     predictions = {"shared": shared, "blend": blend}
     for task, source in expected.items():
@@ -128,6 +132,31 @@ def test_auto_takes_each_tasks_lowest_validation_loss(data):
                 else predictions[source].predict(X)[task]
             got = auto.predict_proba(X)[task] if task != "value" else auto.predict(X)[task]
             np.testing.assert_allclose(got, column, atol=1e-6)
+
+
+def test_the_standard_error_is_that_of_the_paired_loss_differences(data):
+    """With own validation data the rows are known: the regression task's squared
+    errors by hand (the losses are in standardised units, so compare the ratio of the
+    standard error to the mean difference, which the scale cancels from)."""
+    X, Y = data
+    X_val, Y_val = mixed(n=150, seed=11)
+    models = {}
+    for sharing in ("shared", "blend"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            models[sharing] = MultiTaskRegressorClassifier(
+                sharing=sharing, random_state=0, max_epochs=20, hidden_layer_sizes=(16,)).fit(
+                X, Y, X_val=X_val, Y_val=Y_val)
+    rows = Y_val["value"].notna().to_numpy()
+    y = Y_val["value"].to_numpy()[rows]
+    shared = models["shared"].predict(X_val)["value"].to_numpy()[rows]
+    mean = models["blend"].predict(X_val)["value"].to_numpy()[rows]
+    for source, p in (("blend", mean), ("single", implied_single(mean, shared))):
+        d = (p - y) ** 2 - (shared - y) ** 2
+        se = d.std() / np.sqrt(len(d))  # weights all 1: the plain standard error
+        losses = models["blend"].sharing_losses_.loc["value"]
+        np.testing.assert_allclose(losses[f"{source}_se"] / (losses[source] - losses["shared"]),
+                                   se / d.mean(), rtol=1e-4)
 
 
 def test_a_task_predicted_alone_reports_its_own_networks_best_epoch(data, monkeypatch):
@@ -179,11 +208,13 @@ def test_a_learned_weighting_still_gives_single_task_networks(data):
     assert np.isfinite(model.sharing_losses_.to_numpy()).all()
 
 
-def test_without_validation_data_auto_blends():
+def test_without_validation_data_auto_keeps_sharing():
     X, Y = mixed(seed=1)
     model = fit(X, Y, sharing="auto", early_stopping=False, max_epochs=5)
-    assert set(model.sharing_.values()) == {"blend"}
+    assert set(model.sharing_.values()) == {"shared"}
     assert model.sharing_losses_.isna().all().all()
+    blend = fit(X, Y, sharing="blend", early_stopping=False, max_epochs=5)
+    assert set(blend.sharing_.values()) == {"blend"}
 
 
 def test_with_own_validation_data(data):
@@ -275,3 +306,26 @@ def test_invalid_sharing_is_named(data, bad):
     X, Y = data
     with pytest.raises((ValueError, TypeError), match="sharing"):
         MultiTaskRegressorClassifier(sharing=bad).fit(X, Y)
+
+
+class _Trunk(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(5, 8)
+
+    def forward(self, X):
+        return torch.relu(self.linear(X))
+
+
+@pytest.mark.parametrize("params", [
+    {"architecture": "mmoe"}, {"architecture": "ple"}, {"architecture": "cross_stitch"},
+    {"module": _Trunk()}, {"ensemble_size": 2}, {"feature_embedding": "periodic"},
+], ids=lambda p: next(iter(p)) + ("=" + str(next(iter(p.values()))) if "module" not in p else ""))
+def test_every_architecture_and_option_blends(data, params):
+    """The settings a stack does not take train their single-task networks one by one;
+    the blend's validation losses are then measured as for the default network."""
+    X, Y = data
+    model = fit(X, Y, sharing="blend", max_epochs=4, **params)
+    assert set(model.sharing_.values()) == {"blend"}
+    assert np.isfinite(model.sharing_losses_[list(SOURCES)].to_numpy()).all()
+    assert np.isfinite(model.predict(X)["value"].to_numpy()).all()
