@@ -56,3 +56,14 @@ def skops_round_trip(model):
     sio = pytest.importorskip("skops.io")
     data = sio.dumps(model)
     return sio.loads(data, trusted=sio.get_untrusted_types(data=data))
+
+
+class TanhTrunk(torch.nn.Module):
+    """A custom ``module=`` trunk for the tests: one tanh layer."""
+
+    def __init__(self, n_features, width):
+        super().__init__()
+        self.linear = torch.nn.Linear(n_features, width)
+
+    def forward(self, X):
+        return torch.tanh(self.linear(X))

@@ -20,7 +20,7 @@ from sklearn_mtl._losses import MultiTaskLoss
 from sklearn_mtl._modules import MultiTaskModule, TaskHeads, TaskParallelLinear
 from sklearn_mtl.architectures import resolve_architecture
 
-from .conftest import make_mixed
+from .conftest import TanhTrunk, make_mixed
 
 KINDS = ["regression", "binary", "multiclass"]
 N_OUTPUTS = [1, 1, 3]
@@ -355,19 +355,11 @@ def test_onnx_export_gives_the_predictions(fitted):
                                rtol=1e-5, atol=1e-4)
 
 
-class Trunk(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.linear = torch.nn.Linear(6, 5)
-
-    def forward(self, X):
-        return torch.tanh(self.linear(X))
-
 
 @pytest.mark.parametrize("config", ARCHITECTURES + ["module"])
 def test_every_architecture_trains_three_members(config):
     X, Y = make_mixed(90)
-    params = {"module": Trunk()} if config == "module" else {"architecture": config}
+    params = {"module": TanhTrunk(6, 5)} if config == "module" else {"architecture": config}
     model = MultiTaskRegressorClassifier(ensemble_size=3, early_stopping=True,
                                          **TINY, **params).fit(X, Y)
     assert isinstance(model.net_.module_, EnsembleModule)

@@ -15,6 +15,8 @@ from sklearn.exceptions import NotFittedError
 from sklearn_mtl import MultiTaskRegressor, MultiTaskRegressorClassifier
 from sklearn_mtl._onnx import output_keys
 
+from .conftest import TanhTrunk
+
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -25,14 +27,6 @@ TINY = dict(hidden_layer_sizes=(8, 6), head_hidden_sizes=(4,), max_epochs=3, bat
 BATCHES = (1, 7, 100)
 TOL = 1e-5
 
-
-class Trunk(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.linear = torch.nn.Linear(5, 6)
-
-    def forward(self, X):
-        return torch.tanh(self.linear(X))
 
 
 class Branchy(torch.nn.Module):
@@ -70,7 +64,7 @@ CONFIGS = {
     "mmoe": dict(architecture="mmoe", losses={"body mass": "poisson"}),
     "ple": dict(architecture="ple", weighting="gradnorm"),
     "graph heads": dict(head_inputs={"body mass": ["level"]}, task_depth={"flag": 1}),
-    "custom module": dict(module=Trunk()),
+    "custom module": dict(module=TanhTrunk(5, 6)),
     "feature embedding": dict(feature_embedding="piecewise_linear", architecture="mmoe"),
 }
 

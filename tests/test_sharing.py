@@ -1,18 +1,17 @@
 """Per-task sharing: the single-task networks, the blend, the choice by validation loss,
 and the fitted choice through saving, ONNX and continued training."""
 
-import importlib.util
-import pickle
 import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from sklearn_mtl import MultiTaskRegressor, MultiTaskRegressorClassifier
 from sklearn_mtl._sharing import SOURCES
+
+from .conftest import TanhTrunk, joblib_round_trip, pickle_round_trip, skops_round_trip
 
 
 def mixed(n=400, seed=0):
@@ -262,26 +261,17 @@ def test_same_random_state_gives_the_same_blend(data):
     pd.testing.assert_frame_equal(a.predict(X), b.predict(X))
 
 
-def test_round_trips_keep_the_blend(shared_and_blend, data, tmp_path):
-    import joblib
-
+@pytest.mark.parametrize("round_trip", [pickle_round_trip, joblib_round_trip,
+                                        skops_round_trip])
+def test_round_trips_keep_the_blend(shared_and_blend, data, round_trip):
     X, _ = data
     _, model = shared_and_blend
-    expected, proba = model.predict(X), model.predict_proba(X)
-    loaded = [pickle.loads(pickle.dumps(model))]
-    joblib.dump(model, tmp_path / "model.joblib")
-    loaded.append(joblib.load(tmp_path / "model.joblib"))
-    if importlib.util.find_spec("skops") is not None:
-        import skops.io as sio
-
-        path = tmp_path / "model.skops"
-        sio.dump(model, path)
-        loaded.append(sio.load(path, trusted=sio.get_untrusted_types(file=path)))
-    for other in loaded:
-        assert other.sharing_ == model.sharing_
-        pd.testing.assert_frame_equal(other.predict(X), expected)
-        for task, values in other.predict_proba(X).items():
-            np.testing.assert_array_equal(values, proba[task])
+    other = round_trip(model)
+    assert other.sharing_ == model.sharing_
+    pd.testing.assert_frame_equal(other.sharing_losses_, model.sharing_losses_)
+    pd.testing.assert_frame_equal(other.predict(X), model.predict(X))
+    for task, values in other.predict_proba(X).items():
+        np.testing.assert_array_equal(values, model.predict_proba(X)[task])
 
 
 def test_onnx_export_gives_the_blend(shared_and_blend, data):
@@ -308,18 +298,9 @@ def test_invalid_sharing_is_named(data, bad):
         MultiTaskRegressorClassifier(sharing=bad).fit(X, Y)
 
 
-class _Trunk(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.linear = torch.nn.Linear(5, 8)
-
-    def forward(self, X):
-        return torch.relu(self.linear(X))
-
-
 @pytest.mark.parametrize("params", [
     {"architecture": "mmoe"}, {"architecture": "ple"}, {"architecture": "cross_stitch"},
-    {"module": _Trunk()}, {"ensemble_size": 2}, {"feature_embedding": "periodic"},
+    {"module": TanhTrunk(5, 8)}, {"ensemble_size": 2}, {"feature_embedding": "periodic"},
 ], ids=lambda p: next(iter(p)) + ("=" + str(next(iter(p.values()))) if "module" not in p else ""))
 def test_every_architecture_and_option_blends(data, params):
     """The settings a stack does not take train their single-task networks one by one;
