@@ -637,7 +637,7 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         keep = [t for t, task in enumerate(self.tasks_) if not task.auxiliary]
         return pd.DataFrame({source: [values[t] for t in keep]
                              for source, values in losses.items()},
-                            index=pd.Index(self.task_names_, name="task"))
+                            index=pd.Index(self.task_names_, name="task", tupleize_cols=False))
 
     @property
     def history_(self):

@@ -310,3 +310,12 @@ def test_every_architecture_and_option_blends(data, params):
     assert set(model.sharing_.values()) == {"blend"}
     assert np.isfinite(model.sharing_losses_[list(SOURCES)].to_numpy()).all()
     assert np.isfinite(model.predict(X)["value"].to_numpy()).all()
+
+
+def test_tuple_task_labels_index_the_losses(data):
+    X, Y = data
+    Y = Y.copy()
+    Y.columns = pd.MultiIndex.from_tuples([("a", "value"), ("a", "flag"), ("b", "level")])
+    model = fit(X, Y, sharing="blend", max_epochs=3)
+    assert list(model.sharing_) == list(Y.columns)
+    assert list(model.sharing_losses_.index) == list(Y.columns)
