@@ -307,6 +307,34 @@ class StackedMLP:
         return h.view(k, T, B, m).transpose(1, 2).reshape(k * B, T * m)
 
 
+    def forward_eval(self, X):
+        """:meth:`forward` of the current parameters without dropout, for validation:
+        no graph, activations in place in buffers kept from epoch to epoch (a pass over
+        every member's validation rows allocates megabytes, whose fresh pages cost more
+        than the products). Falls back to :meth:`forward` where the written-out step
+        does not apply."""
+        params = self.views(self.flat)
+        row_wise = self.n_heads == 2 and params[2 * self.n_trunk + 2].shape[3] == 1
+        if not (self.supports_direct() and row_wise):
+            return self.forward(self.flat, X)
+        k, B = X.shape[0], X.shape[1]
+        T, at, h = self.n_tasks, 0, X
+        with torch.no_grad():
+            for _ in range(self.n_trunk):
+                h = self._activate(torch.baddbmm(
+                    params[at + 1], h, params[at],
+                    out=self._buffer(("eval", at), (k, B, params[at].shape[2]), h)))
+                at += 2
+            W, b = params[at], params[at + 1]
+            D, o = W.shape[1], W.shape[3]
+            a = self._activate(torch.baddbmm(
+                b.reshape(k, 1, T * o), h, W.reshape(k, D, T * o),
+                out=self._buffer(("eval", at), (k, B, T * o), h)))
+            W2, b2 = params[at + 2], params[at + 3]
+            z = torch.baddbmm(b2.view(k, 1, T), a, self._block_diagonal(W2, ("eval", at)).mT,
+                              out=self._buffer(("eval", at + 2), (k, B, T), h))
+            return z.view(k * B, T)
+
     # ------------------------------------------------------------------
     # The training step with its gradients written out (as ``sklearn_mtl._direct_step``
     # does for one network): the same products as forward(), the backward pass as
@@ -327,6 +355,19 @@ class StackedMLP:
         if buf is None or buf.shape != shape:
             buf = self.workspace[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
         return buf
+
+    def _block_diagonal(self, W, at):
+        """The one-output head layers ``W`` (k, T, o, 1) as block-diagonal matrices (k, T,
+        T*o): task t's weights in row t, columns t*o to (t+1)*o, zeros elsewhere. The
+        row-wise products of the tasks' outputs are then one batched product (a
+        broadcast elementwise product over (k, B, T, o) costs several times more)."""
+        k, T, o = W.shape[0], W.shape[1], W.shape[2]
+        key = ("block", at)
+        block = self.workspace.get(key)
+        if block is None or block.shape != (k, T, T * o):
+            block = self.workspace[key] = W.new_zeros((k, T, T * o))
+        torch.diagonal(block.view(k, T, T, o), dim1=1, dim2=2).copy_(W.view(k, T, o).mT)
+        return block
 
     def _activation_grad(self, g, out):
         """``g`` times the activation's derivative at ``out`` (in place: ``g`` is this
@@ -366,10 +407,10 @@ class StackedMLP:
                 # outputs directly, with no copy of the tasks to the front.
                 W, b = params[at + 2], params[at + 3]
                 tape.append((at, h, a, None))
-                z = torch.linalg.vecdot(a.view(k, B, T, o), W.view(k, 1, T, o),
-                                        out=self._buffer(("out", at + 2), (k, B, T), h))
+                z = torch.baddbmm(b.view(k, 1, T), a, self._block_diagonal(W, at + 2).mT,
+                                  out=self._buffer(("out", at + 2), (k, B, T), h))
                 tape.append((at + 2, a.view(k, B, T, o), None, _ROW_WISE))
-                return z.add_(b.view(k, 1, T)).view(k * B, T), tape
+                return z.view(k * B, T), tape
             hh = self._buffer(("tasks", at), (k, T, B, o), h)
             hh.copy_(a.view(k, B, T, o).transpose(1, 2))
             hh = hh.view(k * T, B, o)
@@ -413,13 +454,17 @@ class StackedMLP:
                 at, h, _, _ = heads[1]
                 g = g_out.view(k, B, T)
                 W = params[at]
+                o = h.shape[-1]
                 grads[at + 1] = g.sum(1).view(params[at + 1].shape)
-                grads[at] = torch.mul(h, g.unsqueeze(-1), out=self._buffer(
-                    ("dh", at), h.shape, h)).sum(1).view(W.shape)
-                g = torch.mul(g.unsqueeze(-1), W.view(k, 1, T, -1),
-                              out=self._buffer(("dx", at), h.shape, h))
+                # Every task's weight gradient against every task's inputs, in one
+                # product; the task's own are the diagonal blocks.
+                full = torch.bmm(g.mT, h.view(k, B, T * o),
+                                 out=self._buffer(("dh", at), (k, T, T * o), h))
+                grads[at] = torch.diagonal(full.view(k, T, T, o), dim1=1, dim2=2).mT
+                g = torch.bmm(g, self.workspace[("block", at)],
+                              out=self._buffer(("dx", at), (k, B, T * o), h))
                 at, h, a, _ = heads[0]
-                g = self._activation_grad(g.view(k, B, -1), a)
+                g = self._activation_grad(g, a)
             elif self.n_heads > 1:
                 m = g_out.shape[1] // T
                 g = g_out.view(k, B, T, m).transpose(1, 2).reshape(k * T, B, m)
@@ -810,17 +855,29 @@ class _StackedRun:
         """(len(slots), T) validation losses (NaN where a task has no label) of the
         members in stack ``slots``, in eval mode."""
         X_valid, t_valid = self._validation_rows()
-        idx = torch.as_tensor(self.live[slots], dtype=torch.int64, device=self.device)
-        X_valid, t_valid = X_valid.index_select(0, idx), t_valid.index_select(0, idx)
-        sl = torch.as_tensor(slots, dtype=torch.int64, device=self.device)
-        params = self.net.flat.detach().index_select(0, sl)
+        members = tuple(self.live[slots].tolist())
+        cached = self.__dict__.get("_valid_live")
+        if cached is None or cached[0] != members:
+            idx = torch.as_tensor(members, dtype=torch.int64, device=self.device)
+            cached = self._valid_live = (members, X_valid.index_select(0, idx),
+                                         t_valid.index_select(0, idx))
+        X_valid, t_valid = cached[1], cached[2]
+        every = len(slots) == len(self.live)  # the usual case: no parameter copy
+        if every:
+            forward = self.net.forward_eval
+        else:
+            sl = torch.as_tensor(slots, dtype=torch.int64, device=self.device)
+            params = self.net.flat.detach().index_select(0, sl)
+
+            def forward(X):
+                return self.net.forward(params, X)
         V = X_valid.shape[1]
         step = max(1, _VALID_ROWS // len(slots))
         num = torch.zeros((len(slots), self.T), dtype=torch.float32, device=self.device)
         den = torch.zeros_like(num)
         with torch.no_grad():
             for c in range(0, V, step):
-                out = self.net.forward(params, X_valid[:, c:c + step])
+                out = forward(X_valid[:, c:c + step])
                 losses, d = self._losses(out, t_valid[:, c:c + step], None)
                 num += losses * d
                 den += d
