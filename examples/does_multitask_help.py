@@ -17,7 +17,10 @@ The estimator keeps its default parameters throughout. The script prints
    the shared signal from the others, and no "helps" for the unrelated task;
 2. the task affinity (TAG lookahead and gradient cosine) recorded during a
    fit, and the two groups it suggests: the unrelated task on its own;
-3. the training history of a fit with a validation split,
+3. the training history of a fit with a validation split, fitted with
+   ``sharing='auto'``: each task's validation loss from the shared network,
+   from a network trained on that task alone and from their mean (with the
+   standard errors of the differences), and what predicts each task,
 
 and saves the figures as PNG files in the directory given as the first
 argument (a new temporary directory when none is given).
@@ -101,11 +104,14 @@ def main(output_dir=None, quick=False):
 
     # 3. The training history of one fit with a validation split.
     fitted = MultiTaskRegressorClassifier(random_state=0, validation_fraction=0.2,
-                                          **params).fit(X, Y)
+                                          sharing="auto", **params).fit(X, Y)
     best = int(np.argmin(fitted.validation_loss_curve_)) + 1
     print(f"fit with a validation split: {fitted.n_iter_} epochs, best validation loss at "
           f"epoch {best}; validation scores there:")
     print(fitted.task_validation_scores_.loc[best].round(3).to_string(), "\n")
+    print("validation losses: shared network, single-task networks, their mean:")
+    print(fitted.sharing_losses_.round(4).to_string())
+    print("what predicts each task (sharing='auto'):", fitted.sharing_, "\n")
 
     files = save_figures(output, comparison, lookahead, cosine, fitted)
     print("figures:", ", ".join(str(f) for f in files))
