@@ -55,7 +55,9 @@ def fit_sharing(estimator, prepared):
     net = estimator.net_
     tasks = prepared.tasks
     predicted = [t for t, task in enumerate(tasks) if not task.auxiliary]
-    if estimator.sharing == "shared" or len(predicted) < 2:
+    # getattr: a model saved before ``sharing`` existed shares every task.
+    sharing = getattr(estimator, "sharing", "shared")
+    if sharing == "shared" or len(predicted) < 2:
         return None, None
     singles = _single_task_fits(estimator, prepared, predicted)
     _train(singles, prepared)
@@ -72,7 +74,7 @@ def fit_sharing(estimator, prepared):
     for t in predicted:
         if single_states[t] is None:
             continue
-        if estimator.sharing == "blend":
+        if sharing == "blend":
             sources[t] = "blend"
             continue
         sources[t] = _lowest_by_margin(losses, t)
