@@ -107,8 +107,8 @@ PARAMETERS = """\
         (then the lower of the two); a task with a handful of validation
         labels keeps the shared network. ``sharing_`` says what was chosen,
         ``sharing_losses_`` the validation losses it was chosen on: whether
-        sharing helped each task. Continued training (``warm_start``, ``partial_fit``) trains and
-        predicts with the shared network alone.
+        sharing helped each task. Continued training (``warm_start``,
+        ``partial_fit``) trains and predicts with the shared network alone.
     alpha : float, default=0.0
         L2 penalty (weight decay) on the weights, not the biases.
     l1 : float, default=0.0

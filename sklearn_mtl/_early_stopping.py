@@ -93,7 +93,7 @@ def deciding_tasks(monitored, weights):
     return trained if trained.any() else monitored
 
 
-def _state_copy(module):
+def state_copy(module):
     # On the host: a snapshot pickles and saves anywhere, and the GPU keeps no copies.
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
@@ -161,7 +161,7 @@ class TaskEarlyStopping(Callback):
         improved = observed & (losses < self.best_losses_)
         total = row["valid_loss"]
         total_improved = np.isfinite(total) and total < self.best_total_
-        weights = _state_copy(net.module_) if (improved.any() or total_improved) else None
+        weights = state_copy(net.module_) if (improved.any() or total_improved) else None
         if total_improved:
             self.best_total_, self.best_epoch_ = float(total), epoch
             self.best_model_weights_ = weights

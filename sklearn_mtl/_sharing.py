@@ -32,12 +32,11 @@ import numpy as np
 import torch
 from sklearn.base import clone
 
+from ._early_stopping import state_copy
 from ._ensemble import MemberMean
 from ._net import TrainingDivergedError, seeded_torch
 from ._stacked import Member, chunk_members, stackable_net, train_members, unstackable_setting
 
-#: The values of the ``sharing`` parameter.
-SHARING = ("shared", "blend", "auto")
 #: The sources a task can be predicted from.
 SOURCES = ("shared", "single", "blend")
 
@@ -63,12 +62,12 @@ def fit_sharing(estimator, prepared):
     _train(singles, prepared)
     T = len(tasks)
     stride = net.module_.heads.max_out
-    shared_states = net.__dict__.get("task_states") or [_state(net)] * T
+    shared_states = net.__dict__.get("task_states") or [state_copy(net.module_)] * T
     single_states = [None] * T
     for t, single in singles.items():
         if getattr(single, "error", None) is None:
             states = single.net_.__dict__.get("task_states")
-            single_states[t] = states[t] if states else _state(single.net_)
+            single_states[t] = states[t] if states else state_copy(single.net_.module_)
     losses = _validation_losses(net, singles, single_states, prepared, stride)
     sources = ["shared"] * T
     for t in predicted:
@@ -89,10 +88,6 @@ def fit_sharing(estimator, prepared):
         epochs = singles[t].__dict__.get("_best_epochs") if sources[t] == "single" else None
         best_epochs[i] = None if epochs is None else epochs[i]
     return losses, best_epochs
-
-
-def _state(net):
-    return {k: v.detach().to("cpu", copy=True) for k, v in net.module_.state_dict().items()}
 
 
 def _single_task_fits(estimator, prepared, predicted):

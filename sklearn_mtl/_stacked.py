@@ -675,6 +675,7 @@ class _StackedRun:
         self.best_all = self.net.flat.detach().clone() if self.any_stopping else None
         self._blocks = {}  # storage of the gathered training rows (see _gather)
         self._valid = None  # the members' validation rows (see _validation_rows)
+        self._valid_live = None  # those of the live members, and which they are
 
     def step_macs(self):
         return len(self.members) * self.batch_size * self.net.n_params
@@ -856,7 +857,7 @@ class _StackedRun:
         members in stack ``slots``, in eval mode."""
         X_valid, t_valid = self._validation_rows()
         members = tuple(self.live[slots].tolist())
-        cached = self.__dict__.get("_valid_live")
+        cached = self._valid_live
         if cached is None or cached[0] != members:
             idx = torch.as_tensor(members, dtype=torch.int64, device=self.device)
             cached = self._valid_live = (members, X_valid.index_select(0, idx),
