@@ -109,6 +109,19 @@ PARAMETERS = """\
         ``sharing_losses_`` the validation losses it was chosen on: whether
         sharing helped each task. Continued training (``warm_start``,
         ``partial_fit``) trains and predicts with the shared network alone.
+    n_neighbors : int, default=None
+        Retrieval features (in the spirit of TabR, Gorishniy et al. 2024):
+        each row also gives the network, per task, the mean label of its 1,
+        4, 16, ... and ``n_neighbors`` nearest training rows labelled for
+        that task (Euclidean distance in X; regression labels standardised,
+        class labels one-hot) and its distance to the nearest. A training
+        row is never its own neighbour (an exact duplicate of it is);
+        validation rows and new rows look up the training rows only. Helps
+        where rows recur, e.g. a person observed in several years (the
+        ``randhie`` table of ``benchmarks/quality.py``), and costs accuracy
+        on small tables whose neighbours' labels are noise: see the README.
+        The fitted model keeps its training rows. Not with ``partial_fit``
+        or ONNX export; searches fit each candidate on its own. None: off.
     alpha : float, default=0.0
         L2 penalty (weight decay) on the weights, not the biases.
     l1 : float, default=0.0

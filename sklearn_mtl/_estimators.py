@@ -29,6 +29,7 @@ from ._early_stopping import check_split, validation_split
 from ._net import TrainingDivergedError, fit_seeds, seeded_torch, split_tables
 from ._outputs import format_predictions, per_task, probability_frames
 from ._params import validate_constraints
+from ._retrieval import fit_retrieval, retrieval_features
 from ._sharing import fit_sharing
 from ._task_params import (
     check_same_classes,
@@ -124,6 +125,7 @@ class _PreparedFit:
     device: object
     seeds: list
     scorer_check: object
+    retrieval: object = None
 
 
 class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
@@ -155,6 +157,7 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         dropout=0.0,
         ensemble_size=1,
         sharing="shared",
+        n_neighbors=None,
         alpha=0.0,
         l1=0.0,
         optimizer="adam",
@@ -195,6 +198,7 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         self.dropout = dropout
         self.ensemble_size = ensemble_size
         self.sharing = sharing
+        self.n_neighbors = n_neighbors
         self.alpha = alpha
         self.l1 = l1
         self.optimizer = optimizer
@@ -308,6 +312,7 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
                 self._new_net(p.tasks, p.params, p.target_format, p.X, p.targets, p.device,
                               p.seeds, fit_rows=p.rows[0])
             self._train(p.X, p.targets, p.rows, epochs, p.device, continuing)
+        self._retrieval = p.retrieval
         self._choose_sharing(p, fresh=not (continuing or incremental))
         p.scorer_check.trial(self, X_given, y)
         return self
@@ -344,8 +349,23 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         seeds = fit_seeds(self.random_state, len(self.net_.history) if continuing else None)
         X, targets, rows = self._split(X, targets, tasks, class_weights, validation, seeds[1],
                                        incremental)
+        X, retrieval = self._with_retrieval(X, targets, tasks, rows, incremental)
         return _PreparedFit(X, targets, rows, tasks, params, target_format, device, seeds,
-                            scorer_check)
+                            scorer_check, retrieval)
+
+    def _with_retrieval(self, X, targets, tasks, rows, incremental):
+        """X with the retrieval features of ``n_neighbors`` appended (see
+        :mod:`._retrieval`), and their state; X and None without them."""
+        if self.n_neighbors is None:
+            return X, None
+        if incremental:
+            raise ValueError(
+                "n_neighbors (retrieval features) cannot be used with partial_fit: the "
+                "neighbours are the training rows of one fit, and partial_fit sees one batch "
+                "at a time. Use fit, or set n_neighbors=None.")
+        state = fit_retrieval(X, targets, tasks, rows[0], self.n_neighbors)
+        features = retrieval_features(state, X, fit_rows=True)
+        return np.hstack([X, features]), state
 
     def _split(self, X, targets, tasks, class_weights, validation, seed, incremental):
         """X and the targets with the validation rows appended (own validation data) or
@@ -510,7 +530,7 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
             self.net_.clear_task_snapshots()
             return
         for name in ("net_", "tasks_", "task_names_", "task_params_", "target_format_",
-                     "n_epochs_"):
+                     "n_epochs_", "_retrieval"):
             self.__dict__.pop(name, None)
 
     # ------------------------------------------------------------------
@@ -524,7 +544,7 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         check_is_fitted(self)
         _scorer_guard.check_scorer_call(self)
         index = X.index if isinstance(X, pd.DataFrame) else None
-        X = validate_X(self, X, reset=False, min_samples=0)
+        X = self._net_input(validate_X(self, X, reset=False, min_samples=0))
         out = self.net_.raw_outputs(X)
         stride = self.net_.module_.heads.max_out
         pairs = [(task, out[:, t * stride: t * stride + task.n_outputs])
@@ -536,6 +556,14 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
                 "X: its weights have overflowed or X is far outside the training data's "
                 "range. Refit with a smaller lr or standardised inputs.")
         return pairs, index
+
+    def _net_input(self, X):
+        """What the network reads for validated rows X: X, and its retrieval features
+        when the model has them."""
+        state = self.__dict__.get("_retrieval")
+        if state is None:
+            return X
+        return np.hstack([X, retrieval_features(state, X)])
 
     def predict(self, X):
         """Per-task predictions in the original labels and scale.

@@ -98,6 +98,8 @@ def unstackable_setting(estimator):
         (estimator.precision == "float32", f"precision={estimator.precision!r}"),
         (not estimator.compile, "compile=True"),
         (not estimator.callbacks, "callbacks"),
+        # Each fit's retrieval features depend on its own training rows.
+        (getattr(estimator, "n_neighbors", None) is None, "n_neighbors"),
     ]
     for ok, what in checks:
         if not ok:

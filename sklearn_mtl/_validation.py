@@ -53,6 +53,7 @@ PARAMETER_CONSTRAINTS = {
     "dropout": [Interval(Real, 0, 1, closed="left")],
     "ensemble_size": [Interval(Integral, 1, None, closed="left")],
     "sharing": [StrOptions({"shared", "blend", "auto"})],
+    "n_neighbors": [None, Interval(Integral, 1, None, closed="left")],
     "alpha": [Interval(Real, 0, None, closed="left")],
     "l1": [Interval(Real, 0, None, closed="left")],
     "optimizer": [StrOptions(set(OPTIMIZERS)), HasMethods(["step", "zero_grad"])],
