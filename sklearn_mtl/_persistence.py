@@ -47,6 +47,7 @@ from skorch.history import History
 
 from ._build import build_net, initialize
 from ._net import MultiTaskNet
+from ._retrieval import n_retrieval_features
 from ._task_params import TaskParams
 from ._tasks import Task, TargetFormat
 
@@ -375,7 +376,10 @@ def rebuild_net(estimator, record):
     build.lr = record["lr"]  # continued training may have changed it
     params = dataclasses.replace(estimator.task_params_,
                                  weights=np.asarray(record["static_weights"]))
-    X = np.zeros((_REBUILD_ROWS, estimator.n_features_in_), dtype=np.float32)
+    # The network's inputs: X's features, then any retrieval features.
+    retrieval = estimator.__dict__.get("_retrieval")
+    width = estimator.n_features_in_ + (0 if retrieval is None else n_retrieval_features(retrieval))
+    X = np.zeros((_REBUILD_ROWS, width), dtype=np.float32)
     seed = record["iterator_seed"]
     cuda = [torch.device(device).index or 0] if device != "cpu" else []
     # The fresh initial weights are overwritten below: drawing them must not move

@@ -106,14 +106,19 @@ def _task_features(state, task, X, position):
     where[positions] = np.arange(n_candidates)
     own = None if position is None else np.where(position >= 0, where[position.clip(0)], -1)
     leave_out = own is not None and (own >= 0).any()
-    k = min(sizes[-1], n_candidates - (1 if leave_out else 0))
     features = np.empty((n, width * len(sizes) + 1), dtype=np.float32)
-    if k < 1:
+    if n_candidates == 0 or (leave_out and n_candidates == 1):
+        # No neighbour to give (the only candidate is the row itself): the mean label.
         features[:, :-1] = np.tile(task["prior"], len(sizes))
         features[:, -1] = 0.0
+        if n_candidates == 1:
+            others = own < 0
+            distance = np.linalg.norm(X[others] - state["X"][positions[0]], axis=1)
+            features[others, :-1] = np.tile(values[0], len(sizes))
+            features[others, -1] = np.log1p(distance)
         return features
-    index = NearestNeighbors(n_neighbors=min(k + leave_out, n_candidates)).fit(
-        state["X"][positions])
+    k = min(sizes[-1], n_candidates - leave_out)
+    index = NearestNeighbors(n_neighbors=k + leave_out).fit(state["X"][positions])
     distance, neighbours = index.kneighbors(X)
     if leave_out:
         # Drop each row's own index; rows that are not candidates drop their last.

@@ -1,0 +1,246 @@
+"""Retrieval features (``n_neighbors``): hand-computed values, no leakage from a row's own
+label or from validation labels, masked labels never retrieved, and the estimator with them
+through prediction, saving, searches and the refusals."""
+
+import types
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV, KFold
+
+from sklearn_mtl import MultiTaskRegressorClassifier
+from sklearn_mtl._retrieval import (
+    fit_retrieval,
+    n_retrieval_features,
+    neighbour_sizes,
+    retrieval_features,
+)
+from sklearn_mtl.model_selection import MultiTaskGridSearchCV
+
+from .conftest import joblib_round_trip, pickle_round_trip, skops_round_trip
+
+REGRESSION = types.SimpleNamespace(is_classifier=False, n_outputs=1)
+BINARY = types.SimpleNamespace(is_classifier=True, n_outputs=1)
+THREE_CLASSES = types.SimpleNamespace(is_classifier=True, n_outputs=3)
+
+
+def packed(*columns):
+    """The (n, 2T) label-and-weight matrix of label columns (NaN: missing)."""
+    labels = np.column_stack(columns).astype(np.float32)
+    weights = np.isfinite(labels).astype(np.float32)
+    return np.hstack([np.nan_to_num(labels), weights])
+
+
+@pytest.mark.parametrize("k, sizes", [(1, (1,)), (3, (1, 3)), (4, (1, 4)), (5, (1, 4, 5)),
+                                      (16, (1, 4, 16)), (64, (1, 4, 16, 64))])
+def test_neighbour_sizes(k, sizes):
+    assert neighbour_sizes(k) == sizes
+
+
+# Five rows on a line; rows 1 and 2 are duplicates. Row 4 is the validation row.
+LINE = np.array([[0.0], [1.0], [1.0], [3.0], [10.0]], dtype=np.float32)
+TRAIN = np.array([0, 1, 2, 3])
+
+
+def test_features_by_hand_with_a_duplicate_and_leave_one_out():
+    y = np.array([10.0, 20.0, 30.0, 40.0, 99.0])
+    state = fit_retrieval(LINE, packed(y), [REGRESSION], TRAIN, n_neighbors=2)
+    F = retrieval_features(state, LINE, fit_rows=True)
+    assert F.shape == (5, n_retrieval_features(state)) == (5, 3)  # means of 1 and 2, distance
+    # Row 0 (x=0): not itself; its nearest are rows 1 and 2 (distance 1, a tie).
+    assert F[0, 0] in (20.0, 30.0) and F[0, 1] == 25.0 and F[0, 2] == pytest.approx(np.log(2))
+    # Row 1: its duplicate row 2 (distance 0), then row 0 -- never its own label 20.
+    np.testing.assert_allclose(F[1], [30.0, 20.0, 0.0])
+    np.testing.assert_allclose(F[2], [20.0, 15.0, 0.0])
+    # Row 3 (x=3): rows 1 and 2 at distance 2.
+    np.testing.assert_allclose(F[3], [F[3, 0], 25.0, np.log(3)])
+    # The validation row 4 (x=10) looks up training rows only: row 3, then 1 or 2.
+    assert F[4, 0] == 40.0 and F[4, 1] in (30.0, 35.0) and F[4, 2] == pytest.approx(np.log(8))
+    # New rows: the training rows, none left out.
+    new = retrieval_features(state, np.array([[1.0], [2.9]], np.float32))
+    assert set(new[0, :2]) <= {20.0, 25.0, 30.0} and new[0, 1] == 25.0 and new[0, 2] == 0
+    assert new[1, 1] in (30.0, 35.0)
+    np.testing.assert_allclose(new[1, [0, 2]], [40.0, np.log1p(3 - np.float32(2.9))],
+                               atol=1e-6)
+
+
+def test_own_label_never_reaches_its_own_features():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 3)).astype(np.float32)
+    X[30:] = X[:30]  # every row has an exact duplicate
+    y = rng.standard_normal(60)
+    train = np.arange(50)
+    before = retrieval_features(fit_retrieval(X, packed(y), [REGRESSION], train, 8), X, True)
+    for row in (0, 7, 31):
+        changed = y.copy()
+        changed[row] += 100.0
+        after = retrieval_features(fit_retrieval(X, packed(changed), [REGRESSION], train, 8),
+                                   X, True)
+        np.testing.assert_array_equal(after[row], before[row])
+        assert (after != before).any()  # the label is other rows' neighbour
+
+
+def test_validation_labels_change_no_feature():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((80, 4)).astype(np.float32)
+    y = rng.standard_normal(80)
+    c = rng.integers(0, 3, 80).astype(float)
+    train = rng.permutation(80)[:60]
+    valid = np.setdiff1d(np.arange(80), train)
+    tasks = [REGRESSION, THREE_CLASSES]
+    before = retrieval_features(fit_retrieval(X, packed(y, c), tasks, train, 16), X, True)
+    y2, c2 = y.copy(), c.copy()
+    y2[valid] = rng.standard_normal(len(valid)) * 50
+    c2[valid] = (c2[valid] + 1) % 3
+    after = retrieval_features(fit_retrieval(X, packed(y2, c2), tasks, train, 16), X, True)
+    np.testing.assert_array_equal(after, before)
+
+
+def test_missing_labels_are_never_retrieved():
+    y = np.array([10.0, np.nan, 30.0, 40.0, 99.0])
+    state = fit_retrieval(LINE, packed(y), [REGRESSION], TRAIN, n_neighbors=1)
+    F = retrieval_features(state, LINE, fit_rows=True)
+    # Row 1 is unlabelled: not a candidate, and its nearest labelled row is its duplicate.
+    np.testing.assert_allclose(F[1], [30.0, 0.0])
+    # Row 2: its duplicate has no label, so its nearest labelled is row 0 at distance 1.
+    np.testing.assert_allclose(F[2], [10.0, np.log(2)])
+
+
+def test_class_labels_are_one_hot_and_binary_the_positive_class():
+    X = np.arange(6, dtype=np.float32).reshape(-1, 1)
+    flag = np.array([1, 0, 1, 1, 0, 0], float)
+    level = np.array([0, 2, 2, 1, 0, 2], float)
+    state = fit_retrieval(X, packed(flag, level), [BINARY, THREE_CLASSES], np.arange(6), 2)
+    F = retrieval_features(state, X, fit_rows=True)
+    assert F.shape == (6, (1 * 2 + 1) + (3 * 2 + 1))
+    # Row 2 (x=2): neighbours rows 1 and 3 (tie at distance 1), positive-class mean 0.5.
+    assert F[2, 1] == 0.5
+    np.testing.assert_allclose(F[2, 3 + 3:3 + 6], [0.0, 0.5, 0.5])  # classes 2 and 1
+    np.testing.assert_allclose(F[:, 3 + 3:3 + 6].sum(axis=1), 1.0)
+
+
+def test_a_task_with_one_candidate_gets_its_prior():
+    y = np.array([5.0, np.nan, np.nan, np.nan, np.nan])
+    state = fit_retrieval(LINE, packed(y), [REGRESSION], TRAIN, n_neighbors=4)
+    F = retrieval_features(state, LINE, fit_rows=True)
+    # Row 0 has no other candidate: the prior (its mean label) and distance 0.
+    np.testing.assert_allclose(F[0], [5.0, 5.0, 0.0])
+    np.testing.assert_allclose(F[3], [5.0, 5.0, np.log(4)])
+
+
+# ----------------------------------------------------------------------------
+# The estimator
+
+
+def people(n_people=150, years=5, seed=0):
+    """Rows that recur: each person's features repeat over the years and their class is
+    their own, unrelated to the features' values (a lookup, not a smooth function)."""
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((n_people, 4)).astype(np.float32)
+    person = np.repeat(np.arange(n_people), years)
+    group = rng.integers(0, 3, n_people)
+    X = base[person]
+    Y = pd.DataFrame({"group": group[person],
+                      "size": rng.standard_normal(n_people)[person]
+                      + 0.1 * rng.standard_normal(len(person))})
+    return X, Y
+
+
+def fit(X, Y, **params):
+    params = {"random_state": 0, "max_epochs": 60, "hidden_layer_sizes": (32, 32),
+              "tasks": {"group": "multiclass", "size": "regression"}, **params}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return MultiTaskRegressorClassifier(**params).fit(X, Y)
+
+
+@pytest.fixture(scope="module")
+def lookup():
+    X, Y = people()
+    order = np.random.default_rng(1).permutation(len(X))
+    train, test = order[:600], order[600:]
+    return X[train], Y.iloc[train], X[test], Y.iloc[test]
+
+
+@pytest.fixture(scope="module")
+def with_retrieval(lookup):
+    X, Y, _, _ = lookup
+    return fit(X, Y, n_neighbors=4)
+
+
+def test_retrieval_learns_a_lookup_the_plain_network_cannot(lookup, with_retrieval):
+    X, Y, X_test, Y_test = lookup
+    plain = fit(X, Y)
+    scores = {name: model.score_tasks(X_test, Y_test)
+              for name, model in (("plain", plain), ("retrieval", with_retrieval))}
+    assert scores["retrieval"]["group"] > 0.9 > scores["plain"]["group"] + 0.2
+    assert scores["retrieval"]["size"] > 0.9 > scores["plain"]["size"] + 0.2
+
+
+def test_prediction_reads_the_stored_training_rows(lookup, with_retrieval):
+    X, Y, X_test, _ = lookup
+    model = with_retrieval
+    state = model._retrieval
+    # The network's input: X, then the features against the fit's training rows.
+    assert model.n_features_in_ == X.shape[1]
+    assert len(state["train_rows"]) == round(0.9 * len(X))
+    expected = np.hstack([X_test, retrieval_features(state, X_test)])
+    np.testing.assert_array_equal(model._net_input(X_test), expected)
+    raw = model.net_.raw_outputs(expected)
+    proba = model.predict_proba(X_test)["group"]
+    np.testing.assert_allclose(proba, np.exp(raw[:, :3]) / np.exp(raw[:, :3]).sum(1, keepdims=True),
+                               rtol=1e-5)
+    assert model.predict(X_test[:0]).shape == (0, 2)
+
+
+def test_the_users_data_are_not_changed(lookup):
+    X, Y, _, _ = lookup
+    X0, Y0 = X.copy(), Y.copy()
+    fit(X, Y, n_neighbors=4, max_epochs=2)
+    np.testing.assert_array_equal(X, X0)
+    pd.testing.assert_frame_equal(Y, Y0)
+
+
+@pytest.mark.parametrize("round_trip", [pickle_round_trip, joblib_round_trip, skops_round_trip])
+def test_round_trip_keeps_the_neighbours(lookup, with_retrieval, round_trip):
+    _, _, X_test, _ = lookup
+    loaded = round_trip(with_retrieval)
+    pd.testing.assert_frame_equal(loaded.predict(X_test), with_retrieval.predict(X_test))
+
+
+def test_same_random_state_same_model(lookup, with_retrieval):
+    X, Y, X_test, _ = lookup
+    again = fit(X, Y, n_neighbors=4)
+    np.testing.assert_array_equal(again.predict_proba(X_test)["group"],
+                                  with_retrieval.predict_proba(X_test)["group"])
+
+
+def test_partial_fit_and_onnx_refuse_with_a_reason(lookup, with_retrieval):
+    X, Y, _, _ = lookup
+    model = MultiTaskRegressorClassifier(n_neighbors=4, tasks={"group": "multiclass",
+                                                               "size": "regression"})
+    with pytest.raises(ValueError, match="n_neighbors.*partial_fit"):
+        model.partial_fit(X, Y)
+    with pytest.raises(ValueError, match="n_neighbors=4.*refit with n_neighbors=None"):
+        with_retrieval.to_onnx()
+
+
+def test_search_fits_each_candidate_on_its_own_rows(lookup):
+    """Each fold's features come from that fold's training rows: the stacked search falls
+    back to one fit per candidate and fold, and agrees with scikit-learn's search."""
+    X, Y, _, _ = lookup
+    base = MultiTaskRegressorClassifier(
+        n_neighbors=4, random_state=0, max_epochs=5, hidden_layer_sizes=(16,),
+        tasks={"group": "multiclass", "size": "regression"})
+    grid = {"loss_weights": [{"group": 1.0, "size": 1.0}, {"group": 1.0, "size": 0.0}]}
+    cv = KFold(3, shuffle=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = MultiTaskGridSearchCV(base, grid, cv=cv).fit(X, Y)
+        ref = GridSearchCV(base, grid, cv=cv).fit(X, Y)
+    np.testing.assert_allclose(ours.cv_results_["mean_test_score"],
+                               ref.cv_results_["mean_test_score"], rtol=1e-6)
+    assert ours.best_params_ == ref.best_params_
