@@ -29,7 +29,7 @@ from ._early_stopping import check_split, validation_split
 from ._net import TrainingDivergedError, fit_seeds, seeded_torch, split_tables
 from ._outputs import format_predictions, per_task, probability_frames
 from ._params import validate_constraints
-from ._retrieval import fit_retrieval, retrieval_features
+from ._retrieval import choose_retrieval, fit_retrieval, retrieval_features
 from ._sharing import fit_sharing
 from ._task_params import (
     check_same_classes,
@@ -157,7 +157,8 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         dropout=0.0,
         ensemble_size=1,
         sharing="shared",
-        n_neighbors=None,
+        retrieval="off",
+        n_neighbors=16,
         alpha=0.0,
         l1=0.0,
         optimizer="adam",
@@ -198,6 +199,7 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         self.dropout = dropout
         self.ensemble_size = ensemble_size
         self.sharing = sharing
+        self.retrieval = retrieval
         self.n_neighbors = n_neighbors
         self.alpha = alpha
         self.l1 = l1
@@ -314,8 +316,31 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
             self._train(p.X, p.targets, p.rows, epochs, p.device, continuing)
         self._retrieval = p.retrieval
         self._choose_sharing(p, fresh=not (continuing or incremental))
+        self._choose_retrieval(p, fresh=not (continuing or incremental))
         p.scorer_check.trial(self, X_given, y)
         return self
+
+    def _choose_retrieval(self, prepared, fresh):
+        """``retrieval='auto'`` (see :func:`._retrieval.choose_retrieval`): decided by a
+        fresh fit; continued training trains and predicts with the plain network."""
+        for name in ("_retrieval_net", "_retrieval_tasks", "_retrieval_losses"):
+            self.__dict__.pop(name, None)
+        if self.retrieval != "auto" or not fresh:
+            return
+        choice = choose_retrieval(self, prepared)
+        if choice is None:
+            return
+        self._retrieval_losses = choice["losses"]
+        if "net" not in choice:
+            return
+        self._retrieval = choice["state"]
+        self._retrieval_net = choice["net"]
+        self._retrieval_tasks = choice["tasks"]
+        best, theirs = self.__dict__.get("_best_epochs"), choice["best_epochs"]
+        if best is not None and theirs is not None:
+            predicted = [t for t, task in enumerate(self.tasks_) if not task.auxiliary]
+            self._best_epochs = [theirs[i] if choice["tasks"][t] else b
+                                 for i, (t, b) in enumerate(zip(predicted, best))]
 
     def _choose_sharing(self, prepared, fresh):
         """Per-task sharing (see :mod:`._sharing`): chosen by a fresh fit; continued
@@ -354,15 +379,16 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
                             scorer_check, retrieval)
 
     def _with_retrieval(self, X, targets, tasks, rows, incremental):
-        """X with the retrieval features of ``n_neighbors`` appended (see
-        :mod:`._retrieval`), and their state; X and None without them."""
-        if self.n_neighbors is None:
+        """With ``retrieval='on'``: X with the retrieval features appended (see
+        :mod:`._retrieval`), and their state; else X and None."""
+        if self.retrieval != "on":
             return X, None
         if incremental:
             raise ValueError(
-                "n_neighbors (retrieval features) cannot be used with partial_fit: the "
-                "neighbours are the training rows of one fit, and partial_fit sees one batch "
-                "at a time. Use fit, or set n_neighbors=None.")
+                "retrieval='on' cannot be used with partial_fit: the neighbours are the "
+                "training rows of one fit, and partial_fit sees one batch at a time. Use "
+                "fit, or retrieval='off' (with 'auto', partial_fit trains the plain "
+                "network).")
         state = fit_retrieval(X, targets, tasks, rows[0], self.n_neighbors)
         features = retrieval_features(state, X, fit_rows=True)
         return np.hstack([X, features]), state
@@ -530,7 +556,8 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
             self.net_.clear_task_snapshots()
             return
         for name in ("net_", "tasks_", "task_names_", "task_params_", "target_format_",
-                     "n_epochs_", "_retrieval"):
+                     "n_epochs_", "_retrieval", "_retrieval_net", "_retrieval_tasks",
+                     "_retrieval_losses"):
             self.__dict__.pop(name, None)
 
     # ------------------------------------------------------------------
@@ -544,9 +571,15 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         check_is_fitted(self)
         _scorer_guard.check_scorer_call(self)
         index = X.index if isinstance(X, pd.DataFrame) else None
-        X = self._net_input(validate_X(self, X, reset=False, min_samples=0))
-        out = self.net_.raw_outputs(X)
+        X = validate_X(self, X, reset=False, min_samples=0)
+        out = self.net_.raw_outputs(self._net_input(X))
         stride = self.net_.module_.heads.max_out
+        partner = self.__dict__.get("_retrieval_net")
+        if partner is not None:
+            wide = partner.raw_outputs(np.hstack([X, retrieval_features(self._retrieval, X)]))
+            for t, chosen in enumerate(self._retrieval_tasks):
+                if chosen:
+                    out[:, t * stride:(t + 1) * stride] = wide[:, t * stride:(t + 1) * stride]
         pairs = [(task, out[:, t * stride: t * stride + task.n_outputs])
                  for t, task in enumerate(self.tasks_) if not task.auxiliary]
         broken = [task.name for task, raw in pairs if not np.isfinite(raw).all()]
@@ -558,10 +591,10 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         return pairs, index
 
     def _net_input(self, X):
-        """What the network reads for validated rows X: X, and its retrieval features
-        when the model has them."""
+        """What ``net_`` reads for validated rows X: X, and its retrieval features when
+        it was trained with them (``retrieval='on'``)."""
         state = self.__dict__.get("_retrieval")
-        if state is None:
+        if state is None or self.__dict__.get("_retrieval_net") is not None:
             return X
         return np.hstack([X, retrieval_features(state, X)])
 
@@ -665,6 +698,36 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         keep = [t for t, task in enumerate(self.tasks_) if not task.auxiliary]
         return pd.DataFrame({source: [values[t] for t in keep]
                              for source, values in losses.items()},
+                            index=pd.Index(self.task_names_, name="task", tupleize_cols=False))
+
+    @property
+    def retrieval_(self):
+        """Dict task -> whether the task is predicted with retrieval features (the
+        labels of its nearest training rows; see the ``retrieval`` parameter)."""
+        check_is_fitted(self)
+        chosen = self.__dict__.get("_retrieval_tasks")
+        if chosen is None:
+            chosen = [self.__dict__.get("_retrieval") is not None] * len(self.tasks_)
+        return {t.name: bool(c) for t, c in zip(self.tasks_, chosen) if not t.auxiliary}
+
+    @property
+    def retrieval_losses_(self):
+        """With ``retrieval='auto'``: a DataFrame, one row per task, of the validation
+        losses ``retrieval_`` was decided on (squared error on the standardised scale
+        or log loss): 'plain' (the network without retrieval features), 'neighbours'
+        (the neighbours' labels alone), and where the second network was trained
+        'retrieval' and 'retrieval_se' (the standard error of its paired difference
+        from 'plain'). That network is trained only where the neighbours alone
+        predict some task better than the plain network."""
+        check_is_fitted(self)
+        losses = self.__dict__.get("_retrieval_losses")
+        if losses is None:
+            raise AttributeError(
+                f"This {type(self).__name__} has no retrieval_losses_: they are measured "
+                "by a fresh fit with retrieval='auto' and validation data "
+                f"(retrieval={self.retrieval!r}).")
+        keep = [t for t, task in enumerate(self.tasks_) if not task.auxiliary]
+        return pd.DataFrame({name: [values[t] for t in keep] for name, values in losses.items()},
                             index=pd.Index(self.task_names_, name="task", tupleize_cols=False))
 
     @property

@@ -342,10 +342,10 @@ def export_onnx(estimator, path=None, *, opset=None, dtype="float32", verify=Tru
     check_is_fitted(estimator)
     if estimator.__dict__.get("_retrieval") is not None:
         raise ValueError(
-            f"This model was fitted with n_neighbors={estimator.n_neighbors!r}: its inputs "
-            "include the labels of each row's nearest training rows, a lookup the ONNX "
-            "graph does not hold. Save it with skops, joblib or pickle instead, or refit "
-            "with n_neighbors=None to export it.")
+            f"This model predicts with retrieval features (retrieval={estimator.retrieval!r}): "
+            "its inputs include the labels of each row's nearest training rows, a lookup "
+            "the ONNX graph does not hold. Save it with skops, joblib or pickle instead, or "
+            "refit with retrieval='off' to export it.")
     onnx = _require("onnx", "to_onnx")
     _require("onnxscript", "to_onnx (torch's ONNX exporter)")
     dtype = _check_dtype(dtype)

@@ -56,6 +56,8 @@ NET_FORMAT = 1
 # Rows of zeros a user trunk is trial-run on while the net is rebuilt.
 _REBUILD_ROWS = 3
 _DATACLASSES = {cls.__name__: cls for cls in (Task, TaskParams, TargetFormat)}
+# Fitted attributes holding a net: the model's, and the network of retrieval='auto'.
+_NETS = ("net_", "_retrieval_net")
 # Fitted attributes holding dataclasses: one instance, or a list of them.
 _RECORDED = {"tasks_": list, "task_params_": None, "target_format_": None}
 # The tag of an array that stands for a tensor numpy has no dtype for (bfloat16...).
@@ -361,8 +363,12 @@ def _load_device(device):
     return "cpu"
 
 
-def rebuild_net(estimator, record):
-    """A :class:`~._net.MultiTaskNet` rebuilt from its record for a (restored) estimator."""
+def rebuild_net(estimator, record, width=None, callbacks="estimator"):
+    """A :class:`~._net.MultiTaskNet` rebuilt from its record for a (restored) estimator.
+
+    ``width``: the number of input columns the network reads (None: the estimator's
+    ``n_features_in_``); ``callbacks``: the user callbacks it was built with (by
+    default the estimator's)."""
     if record.get("format") != NET_FORMAT:
         raise ValueError(
             f"This model was saved with net record format {record.get('format')!r}; this "
@@ -371,15 +377,14 @@ def rebuild_net(estimator, record):
     device = _load_device(record["device"])
     # The parameters the net was built with; module and callbacks are the
     # estimator's own (the user's objects, saved as they are).
-    build = types.SimpleNamespace(**record["build_params"], module=estimator.module,
-                                  callbacks=estimator.callbacks)
+    build = types.SimpleNamespace(
+        **record["build_params"], module=estimator.module,
+        callbacks=estimator.callbacks if callbacks == "estimator" else callbacks)
     build.lr = record["lr"]  # continued training may have changed it
     params = dataclasses.replace(estimator.task_params_,
                                  weights=np.asarray(record["static_weights"]))
-    # The network's inputs: X's features, then any retrieval features.
-    retrieval = estimator.__dict__.get("_retrieval")
-    width = estimator.n_features_in_ + (0 if retrieval is None else n_retrieval_features(retrieval))
-    X = np.zeros((_REBUILD_ROWS, width), dtype=np.float32)
+    X = np.zeros((_REBUILD_ROWS, estimator.n_features_in_ if width is None else width),
+                 dtype=np.float32)
     seed = record["iterator_seed"]
     cuda = [torch.device(device).index or 0] if device != "cpu" else []
     # The fresh initial weights are overwritten below: drawing them must not move
@@ -439,8 +444,9 @@ def estimator_state(state, param_names=()):
     module = state.get("module")
     if isinstance(module, torch.nn.Module) and _is_plain_module(module):
         state["module"] = module_record(module)
-    if isinstance(state.get("net_"), MultiTaskNet):
-        state["net_"] = net_record(state["net_"])
+    for name in _NETS:
+        if isinstance(state.get(name), MultiTaskNet):
+            state[name] = net_record(state[name])
     for name, container in _RECORDED.items():
         value = state.get(name)
         if container is list and isinstance(value, list):
@@ -472,10 +478,20 @@ def split_state(state, param_names=()):
 
 
 def attach_net(estimator, net):
-    """Set ``estimator.net_`` from what :func:`split_state` took out."""
+    """Set ``estimator.net_`` from what :func:`split_state` took out, and rebuild the
+    network of ``retrieval='auto'`` where the state holds its record."""
+    if net is None:
+        return  # not fitted
+    retrieval = estimator.__dict__.get("_retrieval")
+    partner = estimator.__dict__.get("_retrieval_net")
+    wide = estimator.n_features_in_ + (0 if retrieval is None else n_retrieval_features(retrieval))
+    if isinstance(partner, dict) and "modules" in partner:
+        estimator._retrieval_net = rebuild_net(estimator, partner, width=wide, callbacks=None)
+    # net_ reads the retrieval features itself unless the other network does.
+    width = estimator.n_features_in_ if partner is not None else wide
     if isinstance(net, dict) and "modules" in net:
-        estimator.net_ = rebuild_net(estimator, net)
-    elif net is not None:
+        estimator.net_ = rebuild_net(estimator, net, width=width)
+    else:
         estimator.net_ = net
 
 

@@ -23,7 +23,11 @@ The state is plain data (arrays), so a fitted model saves as any other.
 """
 
 import numpy as np
+from sklearn.base import clone
 from sklearn.neighbors import NearestNeighbors
+
+from ._net import TrainingDivergedError, seeded_torch
+from ._tasks import probabilities
 
 # The neighbour counts whose mean labels are features: powers of 4 up to k, and k.
 _GROWTH = 4
@@ -133,3 +137,140 @@ def _task_features(state, task, X, position):
         features[:, j * width:(j + 1) * width] = cumulative[:, m - 1] / m
     features[:, -1] = np.log1p(distance[:, 0])
     return features
+
+
+# ----------------------------------------------------------------------------
+# retrieval='auto': a second network, where the neighbours predict better
+
+
+def neighbour_predictions(state, features, tasks):
+    """Per task, what the labels of the ``n_neighbors`` nearest training rows predict
+    alone: the mean value (regression, encoded scale) or the class frequencies,
+    shrunk towards the task's mean label by one pseudo-row (so that no class gets
+    probability 0). ``features``: :func:`retrieval_features` of the rows."""
+    k = state["sizes"][-1]
+    out, start = [], 0
+    for task, fitted in zip(tasks, state["tasks"]):
+        width = fitted["values"].shape[1]
+        last = start + width * (len(state["sizes"]) - 1)
+        mean = features[:, last:last + width].astype(np.float64)
+        start += width * len(state["sizes"]) + 1
+        if task.is_classifier:
+            mean = (k * mean + fitted["prior"]) / (k + 1)
+            if task.n_outputs == 1:
+                mean = np.column_stack([1.0 - mean[:, 0], mean[:, 0]])
+        out.append(mean)
+    return out
+
+
+def element_losses(tasks, predictions, targets):
+    """Per task, ``(weights, losses)`` over the rows of ``targets`` (packed labels and
+    weights) that label it: the squared error (regression, encoded scale) or the log
+    loss of ``predictions`` (values (n, 1) or class probabilities (n, K)). One
+    yardstick for a network and the neighbours, whatever loss the network was
+    trained with (for the default losses it is that loss)."""
+    T = len(tasks)
+    out = []
+    for t, (task, pred) in enumerate(zip(tasks, predictions)):
+        weight = targets[:, T + t].astype(np.float64)
+        labelled = weight > 0
+        label, pred = targets[labelled, t], pred[labelled]
+        if task.is_classifier:
+            p = pred[np.arange(len(label)), label.astype(np.int64)]
+            element = -np.log(np.clip(p, 1e-12, None))
+        else:
+            element = (pred[:, 0] - label) ** 2
+        out.append((weight[labelled], element))
+    return out
+
+
+def mean_losses(elements):
+    """Per task, the weighted mean of :func:`element_losses` (NaN: no labelled row)."""
+    return [float((w * e).sum() / w.sum()) if len(w) else float("nan") for w, e in elements]
+
+
+def paired_standard_errors(elements, reference):
+    """Per task, the standard error of the weighted mean difference between two sets
+    of :func:`element_losses` on the same rows (NaN: no labelled row)."""
+    out = []
+    for (w, e), (_, r) in zip(elements, reference):
+        if not len(w):
+            out.append(float("nan"))
+            continue
+        d = e - r
+        mean = (w * d).sum() / w.sum()
+        out.append(float(np.sqrt((w ** 2 * (d - mean) ** 2).sum()) / w.sum()))
+    return out
+
+
+def network_predictions(net, tasks, X):
+    """A net's predictions of rows X in the yardstick of :func:`prediction_losses`."""
+    raw = net.raw_outputs(X)
+    stride = net.module_.heads.max_out
+    out = []
+    for t, task in enumerate(tasks):
+        columns = raw[:, t * stride:t * stride + task.n_outputs]
+        if task.is_classifier:
+            out.append(probabilities(task, columns))
+        else:
+            out.append(np.exp(columns) if task.loss == "poisson" else columns)
+    return out
+
+
+def choose_retrieval(estimator, prepared):
+    """``retrieval='auto'`` after the plain network's fit.
+
+    The labels of each validation row's ``n_neighbors`` nearest training rows are
+    first used as a prediction on their own. Where they predict no task better than
+    the fitted network (the usual case: a smooth function of X that a network
+    learns), nothing more is done. Otherwise a second network is trained with the
+    retrieval features on the same rows, and each task is predicted by it when its
+    validation loss is lower than the plain network's by more than one standard
+    error of the paired difference.
+
+    Returns a dict: ``losses`` (the validation losses compared: 'plain',
+    'neighbours', and where trained 'retrieval' and 'retrieval_se'), and where some
+    task is chosen, ``state``, ``net``, ``tasks`` (per task, whether it is
+    predicted with retrieval) and ``best_epochs`` (the retrieval network's); None
+    without validation rows to decide on.
+    """
+    train, valid = prepared.rows
+    if valid is None or not len(valid):
+        return None
+    tasks, targets = prepared.tasks, prepared.targets
+    state = fit_retrieval(prepared.X, targets, tasks, train, estimator.n_neighbors)
+    features = retrieval_features(state, prepared.X, fit_rows=True)
+    net = estimator.net_
+    valid_targets = targets[valid]
+    plain = element_losses(tasks, network_predictions(net, tasks, prepared.X[valid]),
+                           valid_targets)
+    neighbours = element_losses(tasks, neighbour_predictions(state, features[valid], tasks),
+                                valid_targets)
+    losses = {"plain": mean_losses(plain), "neighbours": mean_losses(neighbours)}
+    predicted = [t for t, task in enumerate(tasks) if not task.auxiliary]
+    if not any(losses["neighbours"][t] < losses["plain"][t] for t in predicted):
+        return {"losses": losses}
+    X_wide = np.hstack([prepared.X, features])
+    other = clone(estimator).set_params(retrieval="off", sharing="shared", callbacks=None,
+                                        verbose=0)
+    seeds = [int(s) + 7919 for s in prepared.seeds]  # draws of their own
+    try:
+        with seeded_torch(other.random_state, seeds[0], prepared.device):
+            other._new_net(tasks, prepared.params, prepared.target_format, X_wide, targets,
+                           prepared.device, seeds, fit_rows=train)
+            other._train(X_wide, targets, prepared.rows, other.max_epochs, prepared.device,
+                         continuing=False)
+    except TrainingDivergedError:
+        return {"losses": losses}
+    wide = element_losses(tasks, network_predictions(other.net_, tasks, X_wide[valid]),
+                          valid_targets)
+    losses["retrieval"] = mean_losses(wide)
+    losses["retrieval_se"] = paired_standard_errors(wide, plain)
+    chosen = [False] * len(tasks)
+    for t in predicted:
+        a, b, se = losses["plain"][t], losses["retrieval"][t], losses["retrieval_se"][t]
+        chosen[t] = bool(np.isfinite(a) and np.isfinite(b) and np.isfinite(se) and b + se < a)
+    if not any(chosen):
+        return {"losses": losses}
+    return {"losses": losses, "state": state, "net": other.net_, "tasks": chosen,
+            "best_epochs": other.__dict__.get("_best_epochs")}

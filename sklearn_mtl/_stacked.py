@@ -99,7 +99,8 @@ def unstackable_setting(estimator):
         (not estimator.compile, "compile=True"),
         (not estimator.callbacks, "callbacks"),
         # Each fit's retrieval features depend on its own training rows.
-        (getattr(estimator, "n_neighbors", None) is None, "n_neighbors"),
+        (getattr(estimator, "retrieval", "off") == "off",
+         f"retrieval={getattr(estimator, 'retrieval', 'off')!r}"),
     ]
     for ok, what in checks:
         if not ok:

@@ -297,7 +297,10 @@ BAD_PARAMS = [
     # sharing
     ("sharing-unknown", {"sharing": "always"}, param_named("sharing")),
     ("sharing-type", {"sharing": 1}, param_named("sharing")),
-    # n_neighbors
+    # retrieval, n_neighbors
+    ("retrieval-unknown", {"retrieval": "always"}, param_named("retrieval")),
+    ("retrieval-bool", {"retrieval": True}, param_named("retrieval")),
+    ("n_neighbors-none", {"n_neighbors": None}, param_named("n_neighbors")),
     ("n_neighbors-zero", {"n_neighbors": 0}, param_named("n_neighbors")),
     ("n_neighbors-float", {"n_neighbors": 4.5}, param_named("n_neighbors")),
     ("n_neighbors-str", {"n_neighbors": "auto"}, param_named("n_neighbors")),
@@ -415,7 +418,7 @@ SKLEARN_FORMAT = [
     ("random_state", "seed"), ("device", 3), ("precision", "fp8"), ("compile", "yes"),
     ("verbose", "2"), ("verbose", -1), ("callbacks", 5),
     ("ensemble_size", 0), ("ensemble_size", 1.5), ("sharing", "always"),
-    ("n_neighbors", 0), ("n_neighbors", "auto"),
+    ("n_neighbors", 0), ("n_neighbors", "auto"), ("retrieval", "yes"),
 ]
 
 

@@ -168,7 +168,7 @@ def lookup():
 @pytest.fixture(scope="module")
 def with_retrieval(lookup):
     X, Y, _, _ = lookup
-    return fit(X, Y, n_neighbors=4)
+    return fit(X, Y, retrieval="on", n_neighbors=4)
 
 
 def test_retrieval_learns_a_lookup_the_plain_network_cannot(lookup, with_retrieval):
@@ -199,7 +199,7 @@ def test_prediction_reads_the_stored_training_rows(lookup, with_retrieval):
 def test_the_users_data_are_not_changed(lookup):
     X, Y, _, _ = lookup
     X0, Y0 = X.copy(), Y.copy()
-    fit(X, Y, n_neighbors=4, max_epochs=2)
+    fit(X, Y, retrieval="on", n_neighbors=4, max_epochs=2)
     np.testing.assert_array_equal(X, X0)
     pd.testing.assert_frame_equal(Y, Y0)
 
@@ -213,18 +213,18 @@ def test_round_trip_keeps_the_neighbours(lookup, with_retrieval, round_trip):
 
 def test_same_random_state_same_model(lookup, with_retrieval):
     X, Y, X_test, _ = lookup
-    again = fit(X, Y, n_neighbors=4)
+    again = fit(X, Y, retrieval="on", n_neighbors=4)
     np.testing.assert_array_equal(again.predict_proba(X_test)["group"],
                                   with_retrieval.predict_proba(X_test)["group"])
 
 
 def test_partial_fit_and_onnx_refuse_with_a_reason(lookup, with_retrieval):
     X, Y, _, _ = lookup
-    model = MultiTaskRegressorClassifier(n_neighbors=4, tasks={"group": "multiclass",
-                                                               "size": "regression"})
-    with pytest.raises(ValueError, match="n_neighbors.*partial_fit"):
+    model = MultiTaskRegressorClassifier(retrieval="on", tasks={"group": "multiclass",
+                                                                "size": "regression"})
+    with pytest.raises(ValueError, match="retrieval='on' cannot be used with partial_fit"):
         model.partial_fit(X, Y)
-    with pytest.raises(ValueError, match="n_neighbors=4.*refit with n_neighbors=None"):
+    with pytest.raises(ValueError, match="retrieval='on'.*refit with retrieval='off'"):
         with_retrieval.to_onnx()
 
 
@@ -233,7 +233,7 @@ def test_search_fits_each_candidate_on_its_own_rows(lookup):
     back to one fit per candidate and fold, and agrees with scikit-learn's search."""
     X, Y, _, _ = lookup
     base = MultiTaskRegressorClassifier(
-        n_neighbors=4, random_state=0, max_epochs=5, hidden_layer_sizes=(16,),
+        retrieval="on", n_neighbors=4, random_state=0, max_epochs=5, hidden_layer_sizes=(16,),
         tasks={"group": "multiclass", "size": "regression"})
     grid = {"loss_weights": [{"group": 1.0, "size": 1.0}, {"group": 1.0, "size": 0.0}]}
     cv = KFold(3, shuffle=True, random_state=0)
@@ -244,3 +244,110 @@ def test_search_fits_each_candidate_on_its_own_rows(lookup):
     np.testing.assert_allclose(ours.cv_results_["mean_test_score"],
                                ref.cv_results_["mean_test_score"], rtol=1e-6)
     assert ours.best_params_ == ref.best_params_
+
+
+def test_per_task_sharing_reads_the_same_inputs(lookup):
+    """The single-task networks of ``sharing`` read X and the retrieval features too; the
+    blend is the mean of the two networks' predictions on them."""
+    X, Y, X_test, _ = lookup
+    blend = fit(X, Y, retrieval="on", n_neighbors=4, sharing="blend", max_epochs=10)
+    shared = fit(X, Y, retrieval="on", n_neighbors=4, max_epochs=10)
+    assert blend.sharing_ == {"group": "blend", "size": "blend"}
+    np.testing.assert_array_equal(blend._net_input(X_test), shared._net_input(X_test))
+    assert np.isfinite(blend.predict(X_test)["size"]).all()
+    loaded = pickle_round_trip(blend)
+    pd.testing.assert_frame_equal(loaded.predict(X_test), blend.predict(X_test))
+
+
+# ----------------------------------------------------------------------------
+# retrieval='auto'
+
+
+@pytest.fixture(scope="module")
+def auto_lookup(lookup):
+    X, Y, _, _ = lookup
+    return fit(X, Y, retrieval="auto", n_neighbors=4)
+
+
+def smooth(n=500, seed=0):
+    """Targets that are smooth functions of X: a network beats the neighbours' labels."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 6)).astype(np.float32)
+    Y = pd.DataFrame({"value": X[:, 0] * 2 + X[:, 1] - X[:, 2] + 0.1 * rng.standard_normal(n),
+                      "flag": (X[:, 0] - X[:, 3] > 0).astype(int)})
+    return X, Y
+
+
+SMOOTH_TASKS = {"value": "regression", "flag": "binary"}
+
+
+def test_auto_predicts_a_lookup_with_the_retrieval_network(lookup, auto_lookup):
+    X, Y, X_test, Y_test = lookup
+    model = auto_lookup
+    losses = model.retrieval_losses_
+    assert list(losses.columns) == ["plain", "neighbours", "retrieval", "retrieval_se"]
+    assert (losses["neighbours"] < losses["plain"]).all()
+    assert model.retrieval_ == {"group": True, "size": True}
+    chosen = losses["retrieval"] + losses["retrieval_se"] < losses["plain"]
+    assert chosen.to_dict() == model.retrieval_
+    assert model.score_tasks(X_test, Y_test)["group"] > 0.9
+    # Its predictions are the retrieval network's on X and the features.
+    wide = np.hstack([X_test, retrieval_features(model._retrieval, X_test)])
+    raw = model._retrieval_net.raw_outputs(wide)
+    np.testing.assert_allclose(model.predict(X_test)["size"],
+                               model.tasks_[1].encoder.inverse_transform(raw[:, 3:4]).ravel())
+    # Each task's best epoch is the retrieval network's.
+    stopper = dict(model._retrieval_net.callbacks_)["early_stopping"]
+    assert model.best_epoch_ == {"group": int(stopper.best_epochs_[0]),
+                                 "size": int(stopper.best_epochs_[1])}
+
+
+def test_auto_is_off_where_the_neighbours_predict_worse():
+    X, Y = smooth()
+    off = fit(X, Y, tasks=SMOOTH_TASKS)
+    auto = fit(X, Y, tasks=SMOOTH_TASKS, retrieval="auto")
+    losses = auto.retrieval_losses_
+    assert list(losses.columns) == ["plain", "neighbours"]
+    assert (losses["neighbours"] > losses["plain"]).all()
+    assert auto.retrieval_ == {"value": False, "flag": False}
+    assert "_retrieval_net" not in auto.__dict__ and auto._retrieval is None
+    # Nothing else changed: the same model as without retrieval.
+    pd.testing.assert_frame_equal(auto.predict(X), off.predict(X))
+
+
+def test_auto_without_validation_rows_does_nothing(lookup):
+    X, Y, X_test, _ = lookup
+    model = fit(X, Y, retrieval="auto", early_stopping=False, max_epochs=5)
+    assert model.retrieval_ == {"group": False, "size": False}
+    with pytest.raises(AttributeError, match="retrieval_losses_"):
+        model.retrieval_losses_
+
+
+@pytest.mark.parametrize("round_trip", [pickle_round_trip, joblib_round_trip, skops_round_trip])
+def test_auto_round_trip_keeps_both_networks(lookup, auto_lookup, round_trip):
+    _, _, X_test, _ = lookup
+    loaded = round_trip(auto_lookup)
+    assert loaded.retrieval_ == auto_lookup.retrieval_
+    pd.testing.assert_frame_equal(loaded.predict(X_test), auto_lookup.predict(X_test))
+    pd.testing.assert_frame_equal(loaded.retrieval_losses_, auto_lookup.retrieval_losses_)
+
+
+def test_auto_continued_training_uses_the_plain_network(lookup, auto_lookup):
+    X, Y, X_test, _ = lookup
+    model = fit(X, Y, retrieval="auto", n_neighbors=4, warm_start=True)
+    assert model.retrieval_["group"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.set_params(max_epochs=2).fit(X, Y)
+    assert model.retrieval_ == {"group": False, "size": False}
+    raw = model.net_.raw_outputs(X_test)
+    np.testing.assert_allclose(model.predict(X_test)["size"],
+                               model.tasks_[1].encoder.inverse_transform(raw[:, 3:4]).ravel())
+    # partial_fit trains the plain network too (retrieval='on' refuses it).
+    model.partial_fit(X, Y)
+    assert model.retrieval_ == {"group": False, "size": False}
+
+
+def test_auto_with_the_retrieval_network_refuses_onnx(auto_lookup):
+    with pytest.raises(ValueError, match="retrieval='auto'.*refit with retrieval='off'"):
+        auto_lookup.to_onnx()
