@@ -613,8 +613,10 @@ class MultiTaskNet(NeuralNet):
         state (the tensors' version counters tell when the weights changed in place)."""
         state = list(self.module_.parameters()) + list(self.module_.buffers())
         snapshots = self.__dict__.get("task_states")
+        # The step count too: the fused updates write the weights through views of
+        # flat buffers, which leaves the parameters' own version counters unchanged.
         key = (id(self.module_), id(snapshots), id(self.__dict__.get("task_partners")), dtype,
-               tuple(t._version for t in state))
+               self.__dict__.get("_train_steps", 0), tuple(t._version for t in state))
         cached = self.__dict__.get("_inference")
         if cached is not None and cached[0] == key:
             return cached[1]

@@ -1,7 +1,9 @@
 """MultiTaskRegressorClassifier end to end: formats, round trips, reproducibility, search."""
 
+import copy
 import io
 import pickle
+import warnings
 
 import joblib
 import numpy as np
@@ -277,3 +279,23 @@ def test_a_trunk_that_changes_the_batch_size_later_is_stopped():
                                          "batch of 32"):
         MultiTaskRegressorClassifier(module=DropsRowsOfLargeBatches(), batch_size=32,
                                      max_epochs=1).fit(X, Y)
+
+
+@pytest.mark.parametrize("weighting", ["static", "gradnorm", "uncertainty"])
+def test_predictions_follow_continued_training(weighting):
+    """predict, then more training, then predict: the second answer comes from the new
+    weights (the cached inference copy of the network is rebuilt), as on a copy of the
+    model that never predicted before."""
+    X, Y = make_mixed(n=64, seed=3)
+    params = dict(hidden_layer_sizes=(8,), max_epochs=2, batch_size=32, random_state=0,
+                  weighting=weighting, early_stopping=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = MultiTaskRegressorClassifier(**params).fit(X, Y)
+        twin = copy.deepcopy(model)
+        before = model.predict(X)
+        model.partial_fit(X, Y)
+        twin.partial_fit(X, Y)
+        after = model.predict(X)
+    assert not np.allclose(after["value"], before["value"])
+    pd.testing.assert_frame_equal(after, twin.predict(X))
