@@ -109,19 +109,27 @@ PARAMETERS = """\
         ``sharing_losses_`` the validation losses it was chosen on: whether
         sharing helped each task. Continued training (``warm_start``,
         ``partial_fit``) trains and predicts with the shared network alone.
-    n_neighbors : int, default=None
+    retrieval : {'off', 'on', 'auto'}, default='auto'
         Retrieval features (in the spirit of TabR, Gorishniy et al. 2024):
-        each row also gives the network, per task, the mean label of its 1,
-        4, 16, ... and ``n_neighbors`` nearest training rows labelled for
-        that task (Euclidean distance in X; regression labels standardised,
-        class labels one-hot) and its distance to the nearest. A training
-        row is never its own neighbour (an exact duplicate of it is);
-        validation rows and new rows look up the training rows only. Helps
-        where rows recur, e.g. a person observed in several years (the
-        ``randhie`` table of ``benchmarks/quality.py``), and costs accuracy
-        on small tables whose neighbours' labels are noise: see the README.
-        The fitted model keeps its training rows. Not with ``partial_fit``
-        or ONNX export; searches fit each candidate on its own. None: off.
+        the network also reads, per task, the mean label of each row's 1, 4,
+        16, ... and ``n_neighbors`` nearest training rows labelled for that
+        task (Euclidean distance in X; regression labels standardised, class
+        labels one-hot) and its distance to the nearest. A training row is
+        never its own neighbour (an exact duplicate of it is); validation
+        rows and new rows look up the training rows only. It pays where rows
+        recur, e.g. people observed in several years, whose labels a smooth
+        function of X cannot look up. 'on': always. 'auto': after the plain
+        fit, the neighbours' labels alone are scored on the validation rows;
+        where they predict no task better than the network (the usual case),
+        the model is the plain one and the check costs a neighbour search;
+        otherwise a second network with the features is trained, and each
+        task is predicted by it if its validation loss is lower by more than
+        one standard error (``retrieval_``, ``retrieval_losses_``). The
+        fitted model keeps its training rows. Not with ``partial_fit``
+        ('on') or ONNX export (a model that uses the features); searches
+        fit each candidate on its own.
+    n_neighbors : int, default=16
+        The largest neighbour count of ``retrieval``.
     alpha : float, default=0.0
         L2 penalty (weight decay) on the weights, not the biases.
     l1 : float, default=0.0
@@ -245,6 +253,14 @@ ATTRIBUTES = """\
         their mean (columns 'shared', 'single', 'blend'), and the standard
         errors of the latter two's differences from the first ('single_se',
         'blend_se').
+    retrieval_ : dict
+        Task -> whether it is predicted with retrieval features.
+    retrieval_losses_ : DataFrame (task x source)
+        With ``retrieval='auto'``: the validation losses (squared error on
+        the standardised scale, or log loss) of the plain network
+        ('plain'), of the neighbours' labels alone ('neighbours') and, where
+        trained, of the network with retrieval features ('retrieval', with
+        'retrieval_se', the standard error of its difference from 'plain').
     loss_curve_ : list of float
         The training loss of each epoch (scikit-learn's MLP attribute).
     validation_loss_curve_ : list of float or None

@@ -29,7 +29,12 @@ from ._early_stopping import check_split, validation_split
 from ._net import TrainingDivergedError, fit_seeds, seeded_torch, split_tables
 from ._outputs import format_predictions, per_task, probability_frames
 from ._params import validate_constraints
-from ._retrieval import choose_retrieval, fit_retrieval, retrieval_features
+from ._retrieval import (
+    MIN_VALIDATION_LABELS,
+    choose_retrieval,
+    fit_retrieval,
+    retrieval_features,
+)
 from ._sharing import fit_sharing
 from ._task_params import (
     check_same_classes,
@@ -157,7 +162,7 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         dropout=0.0,
         ensemble_size=1,
         sharing="shared",
-        retrieval="off",
+        retrieval="auto",
         n_neighbors=16,
         alpha=0.0,
         l1=0.0,
@@ -718,14 +723,16 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         (the neighbours' labels alone), and where the second network was trained
         'retrieval' and 'retrieval_se' (the standard error of its paired difference
         from 'plain'). That network is trained only where the neighbours alone
-        predict some task better than the plain network."""
+        predict some task better than the plain network by a standard error
+        ('neighbours_se'); only tasks with at least 500 validation labels are
+        decided on."""
         check_is_fitted(self)
         losses = self.__dict__.get("_retrieval_losses")
         if losses is None:
             raise AttributeError(
                 f"This {type(self).__name__} has no retrieval_losses_: they are measured "
-                "by a fresh fit with retrieval='auto' and validation data "
-                f"(retrieval={self.retrieval!r}).")
+                "by a fresh fit with retrieval='auto' where a task has at least "
+                f"{MIN_VALIDATION_LABELS} validation labels (retrieval={self.retrieval!r}).")
         keep = [t for t, task in enumerate(self.tasks_) if not task.auxiliary]
         return pd.DataFrame({name: [values[t] for t in keep] for name, values in losses.items()},
                             index=pd.Index(self.task_names_, name="task", tupleize_cols=False))

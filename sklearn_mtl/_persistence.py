@@ -11,6 +11,9 @@ not plain data by a record made of Python builtins and numpy arrays:
   dicts, what callbacks recorded (those with ``plain_state()`` /
   ``load_plain_state(state)``, e.g. :class:`~.callbacks.TaskAffinity`), and
   the device it was trained on;
+* the second network of ``retrieval='auto'``, where a model has one, the same way
+  (the retrieval features' state, training rows and label arrays, is plain data
+  already);
 * ``tasks_``, ``task_params_`` and ``target_format_`` (dataclasses holding
   scikit-learn encoders, numpy dtypes, dicts keyed by task labels, a pandas
   column Index) by lists of their fields: dicts become lists of pairs (a

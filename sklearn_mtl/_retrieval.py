@@ -31,6 +31,8 @@ from ._tasks import probabilities
 
 # The neighbour counts whose mean labels are features: powers of 4 up to k, and k.
 _GROWTH = 4
+#: retrieval='auto' decides only for tasks with at least this many validation labels.
+MIN_VALIDATION_LABELS = 500
 
 
 def neighbour_sizes(n_neighbors):
@@ -220,37 +222,53 @@ def network_predictions(net, tasks, X):
 def choose_retrieval(estimator, prepared):
     """``retrieval='auto'`` after the plain network's fit.
 
-    The labels of each validation row's ``n_neighbors`` nearest training rows are
-    first used as a prediction on their own. Where they predict no task better than
-    the fitted network (the usual case: a smooth function of X that a network
-    learns), nothing more is done. Otherwise a second network is trained with the
-    retrieval features on the same rows, and each task is predicted by it when its
-    validation loss is lower than the plain network's by more than one standard
-    error of the paired difference.
+    Only tasks with at least :data:`MIN_VALIDATION_LABELS` validation labels are
+    decided on. The labels of each validation row's ``n_neighbors`` nearest
+    training rows are first used as a prediction on their own. Where they predict
+    none of those tasks better than the fitted network by more than one standard
+    error of the paired difference (the usual case: a smooth function of X, which a
+    network learns), nothing more is done. Otherwise a second network is trained
+    with the retrieval features on the same rows, and each of those tasks is
+    predicted by it when its validation loss is lower than the plain network's by
+    more than one standard error.
 
     Returns a dict: ``losses`` (the validation losses compared: 'plain',
-    'neighbours', and where trained 'retrieval' and 'retrieval_se'), and where some
+    'neighbours' and 'neighbours_se', and where trained 'retrieval' and
+    'retrieval_se'), and where some
     task is chosen, ``state``, ``net``, ``tasks`` (per task, whether it is
     predicted with retrieval) and ``best_epochs`` (the retrieval network's); None
-    without validation rows to decide on.
+    when no task has the validation labels to be decided on (or with a ``module=``
+    of the user's, which reads X's columns only).
     """
     train, valid = prepared.rows
-    if valid is None or not len(valid):
-        return None
+    if valid is None or not len(valid) or estimator.module is not None:
+        return None  # nothing to decide on; a user's module reads X's columns only
     tasks, targets = prepared.tasks, prepared.targets
+    T = len(tasks)
+    # The tasks the check may switch: enough validation labels to tell a lookup
+    # from noise (a small table's few labels cannot, and an undertrained network
+    # would lose to the neighbours there for the wrong reason).
+    n_labels = (targets[valid, T:2 * T] > 0).sum(axis=0)
+    decided = [t for t, task in enumerate(tasks)
+               if not task.auxiliary and n_labels[t] >= MIN_VALIDATION_LABELS]
+    if not decided:
+        return None
     state = fit_retrieval(prepared.X, targets, tasks, train, estimator.n_neighbors)
-    features = retrieval_features(state, prepared.X, fit_rows=True)
+    # Validation rows are never candidates: their features need no leaving out, and
+    # the check needs no others.
+    valid_features = retrieval_features(state, prepared.X[valid])
     net = estimator.net_
     valid_targets = targets[valid]
     plain = element_losses(tasks, network_predictions(net, tasks, prepared.X[valid]),
                            valid_targets)
-    neighbours = element_losses(tasks, neighbour_predictions(state, features[valid], tasks),
+    neighbours = element_losses(tasks, neighbour_predictions(state, valid_features, tasks),
                                 valid_targets)
-    losses = {"plain": mean_losses(plain), "neighbours": mean_losses(neighbours)}
-    predicted = [t for t, task in enumerate(tasks) if not task.auxiliary]
-    if not any(losses["neighbours"][t] < losses["plain"][t] for t in predicted):
+    losses = {"plain": mean_losses(plain), "neighbours": mean_losses(neighbours),
+              "neighbours_se": paired_standard_errors(neighbours, plain)}
+    if not any(losses["neighbours"][t] + losses["neighbours_se"][t] < losses["plain"][t]
+               for t in decided):
         return {"losses": losses}
-    X_wide = np.hstack([prepared.X, features])
+    X_wide = np.hstack([prepared.X, retrieval_features(state, prepared.X, fit_rows=True)])
     other = clone(estimator).set_params(retrieval="off", sharing="shared", callbacks=None,
                                         verbose=0)
     seeds = [int(s) + 7919 for s in prepared.seeds]  # draws of their own
@@ -267,7 +285,7 @@ def choose_retrieval(estimator, prepared):
     losses["retrieval"] = mean_losses(wide)
     losses["retrieval_se"] = paired_standard_errors(wide, plain)
     chosen = [False] * len(tasks)
-    for t in predicted:
+    for t in decided:
         a, b, se = losses["plain"][t], losses["retrieval"][t], losses["retrieval_se"][t]
         chosen[t] = bool(np.isfinite(a) and np.isfinite(b) and np.isfinite(se) and b + se < a)
     if not any(chosen):

@@ -13,6 +13,7 @@ from sklearn.model_selection import GridSearchCV, KFold
 
 from sklearn_mtl import MultiTaskRegressorClassifier
 from sklearn_mtl._retrieval import (
+    MIN_VALIDATION_LABELS,
     fit_retrieval,
     n_retrieval_features,
     neighbour_sizes,
@@ -173,7 +174,7 @@ def with_retrieval(lookup):
 
 def test_retrieval_learns_a_lookup_the_plain_network_cannot(lookup, with_retrieval):
     X, Y, X_test, Y_test = lookup
-    plain = fit(X, Y)
+    plain = fit(X, Y, retrieval="off")
     scores = {name: model.score_tasks(X_test, Y_test)
               for name, model in (("plain", plain), ("retrieval", with_retrieval))}
     assert scores["retrieval"]["group"] > 0.9 > scores["plain"]["group"] + 0.2
@@ -264,9 +265,21 @@ def test_per_task_sharing_reads_the_same_inputs(lookup):
 
 
 @pytest.fixture(scope="module")
-def auto_lookup(lookup):
-    X, Y, _, _ = lookup
-    return fit(X, Y, retrieval="auto", n_neighbors=4)
+def large_lookup():
+    """A lookup with more than MIN_VALIDATION_LABELS validation rows per task."""
+    X, Y = people(n_people=300, years=5, seed=2)
+    order = np.random.default_rng(3).permutation(len(X))
+    train, test = order[:1300], order[1300:]
+    return X[train], Y.iloc[train], X[test], Y.iloc[test]
+
+
+AUTO = {"retrieval": "auto", "n_neighbors": 4, "validation_fraction": 0.4}
+
+
+@pytest.fixture(scope="module")
+def auto_lookup(large_lookup):
+    X, Y, _, _ = large_lookup
+    return fit(X, Y, **AUTO)
 
 
 def smooth(n=500, seed=0):
@@ -281,12 +294,15 @@ def smooth(n=500, seed=0):
 SMOOTH_TASKS = {"value": "regression", "flag": "binary"}
 
 
-def test_auto_predicts_a_lookup_with_the_retrieval_network(lookup, auto_lookup):
-    X, Y, X_test, Y_test = lookup
+def test_auto_predicts_a_lookup_with_the_retrieval_network(large_lookup, auto_lookup):
+    X, Y, X_test, Y_test = large_lookup
     model = auto_lookup
+    n_valid = len(X) - len(model._retrieval["train_rows"])
+    assert n_valid == 520 >= MIN_VALIDATION_LABELS
     losses = model.retrieval_losses_
-    assert list(losses.columns) == ["plain", "neighbours", "retrieval", "retrieval_se"]
-    assert (losses["neighbours"] < losses["plain"]).all()
+    assert list(losses.columns) == ["plain", "neighbours", "neighbours_se", "retrieval",
+                                    "retrieval_se"]
+    assert (losses["neighbours"] + losses["neighbours_se"] < losses["plain"]).all()
     assert model.retrieval_ == {"group": True, "size": True}
     chosen = losses["retrieval"] + losses["retrieval_se"] < losses["plain"]
     assert chosen.to_dict() == model.retrieval_
@@ -303,16 +319,28 @@ def test_auto_predicts_a_lookup_with_the_retrieval_network(lookup, auto_lookup):
 
 
 def test_auto_is_off_where_the_neighbours_predict_worse():
-    X, Y = smooth()
-    off = fit(X, Y, tasks=SMOOTH_TASKS)
-    auto = fit(X, Y, tasks=SMOOTH_TASKS, retrieval="auto")
+    X, Y = smooth(n=1500)
+    off = fit(X, Y, tasks=SMOOTH_TASKS, retrieval="off", validation_fraction=0.4)
+    auto = fit(X, Y, tasks=SMOOTH_TASKS, retrieval="auto", validation_fraction=0.4)
     losses = auto.retrieval_losses_
-    assert list(losses.columns) == ["plain", "neighbours"]
+    assert list(losses.columns) == ["plain", "neighbours", "neighbours_se"]
     assert (losses["neighbours"] > losses["plain"]).all()
     assert auto.retrieval_ == {"value": False, "flag": False}
     assert "_retrieval_net" not in auto.__dict__ and auto._retrieval is None
     # Nothing else changed: the same model as without retrieval.
     pd.testing.assert_frame_equal(auto.predict(X), off.predict(X))
+
+
+def test_auto_decides_no_task_with_few_validation_labels(lookup):
+    """60 validation labels per task: the neighbours would predict the lookup better, but
+    too few labels decide nothing (no neighbour search), and the model is the plain one."""
+    X, Y, X_test, _ = lookup
+    auto = fit(X, Y, retrieval="auto", n_neighbors=4)
+    assert auto.retrieval_ == {"group": False, "size": False}
+    with pytest.raises(AttributeError, match="at least 500 validation labels"):
+        auto.retrieval_losses_
+    off = fit(X, Y, retrieval="off")
+    pd.testing.assert_frame_equal(auto.predict(X_test), off.predict(X_test))
 
 
 def test_auto_without_validation_rows_does_nothing(lookup):
@@ -324,17 +352,17 @@ def test_auto_without_validation_rows_does_nothing(lookup):
 
 
 @pytest.mark.parametrize("round_trip", [pickle_round_trip, joblib_round_trip, skops_round_trip])
-def test_auto_round_trip_keeps_both_networks(lookup, auto_lookup, round_trip):
-    _, _, X_test, _ = lookup
+def test_auto_round_trip_keeps_both_networks(large_lookup, auto_lookup, round_trip):
+    _, _, X_test, _ = large_lookup
     loaded = round_trip(auto_lookup)
     assert loaded.retrieval_ == auto_lookup.retrieval_
     pd.testing.assert_frame_equal(loaded.predict(X_test), auto_lookup.predict(X_test))
     pd.testing.assert_frame_equal(loaded.retrieval_losses_, auto_lookup.retrieval_losses_)
 
 
-def test_auto_continued_training_uses_the_plain_network(lookup, auto_lookup):
-    X, Y, X_test, _ = lookup
-    model = fit(X, Y, retrieval="auto", n_neighbors=4, warm_start=True)
+def test_auto_continued_training_uses_the_plain_network(large_lookup):
+    X, Y, X_test, _ = large_lookup
+    model = fit(X, Y, **AUTO, warm_start=True)
     assert model.retrieval_["group"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

@@ -321,12 +321,13 @@ class _StackedSearchMixin:
                 out[slot] = self._failed(scorers, member.fit_time, member.n_test, trace)
 
     def _share(self, member):
-        """The member's per-task sharing (``sharing`` 'blend' or 'auto'), as its own fit
-        would choose it: its single-task networks trained on its fold."""
+        """The member's per-task sharing (``sharing`` 'blend' or 'auto') and its
+        ``retrieval='auto'`` check, as its own fit would decide them: on its fold."""
         start = time.time()
         try:
             if member.error is None:
                 member.estimator._choose_sharing(member.prepared, fresh=True)
+                member.estimator._choose_retrieval(member.prepared, fresh=True)
         except Exception as exc:
             if self.error_score == "raise":
                 raise
