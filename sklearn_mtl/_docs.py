@@ -118,16 +118,19 @@ PARAMETERS = """\
         never its own neighbour (an exact duplicate of it is); validation
         rows and new rows look up the training rows only. It pays where rows
         recur, e.g. people observed in several years, whose labels a smooth
-        function of X cannot look up. 'on': always. 'auto': after the plain
-        fit, the neighbours' labels alone are scored on the validation rows;
-        where they predict no task better than the network (the usual case),
-        the model is the plain one and the check costs a neighbour search;
-        otherwise a second network with the features is trained, and each
-        task is predicted by it if its validation loss is lower by more than
-        one standard error (``retrieval_``, ``retrieval_losses_``). The
+        function of X cannot look up. 'on': always. 'auto': for the tasks
+        with at least 500 validation labels, after the plain fit, the
+        neighbours' labels alone are scored on the validation rows; where
+        they predict none of those tasks better than the network by a
+        standard error (the usual case), the model is the plain one and the
+        check costs one neighbour search; otherwise a second network with the
+        features is trained, and each of those tasks is predicted by it if
+        its validation loss is lower by more than one standard error
+        (``retrieval_``, ``retrieval_losses_``). The
         fitted model keeps its training rows. Not with ``partial_fit``
-        ('on') or ONNX export (a model that uses the features); searches
-        fit each candidate on its own.
+        ('on') or ONNX export (a model that uses the features). In the
+        stacked searches 'auto' stacks the plain networks and runs the check
+        per candidate and fold; 'on' fits each candidate on its own.
     n_neighbors : int, default=16
         The largest neighbour count of ``retrieval``.
     alpha : float, default=0.0

@@ -700,9 +700,12 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
                 f"This {type(self).__name__} has no sharing_losses_: it was fitted with "
                 "sharing='shared' (or one task, or continued training), so no single-task "
                 "network was trained. Fit with sharing='auto' or 'blend' to get them.")
+        return self._task_frame(losses)
+
+    def _task_frame(self, columns):
+        """A DataFrame (predicted task x column) from dict column -> per-task list."""
         keep = [t for t, task in enumerate(self.tasks_) if not task.auxiliary]
-        return pd.DataFrame({source: [values[t] for t in keep]
-                             for source, values in losses.items()},
+        return pd.DataFrame({name: [values[t] for t in keep] for name, values in columns.items()},
                             index=pd.Index(self.task_names_, name="task", tupleize_cols=False))
 
     @property
@@ -732,10 +735,9 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
             raise AttributeError(
                 f"This {type(self).__name__} has no retrieval_losses_: they are measured "
                 "by a fresh fit with retrieval='auto' where a task has at least "
-                f"{MIN_VALIDATION_LABELS} validation labels (retrieval={self.retrieval!r}).")
-        keep = [t for t, task in enumerate(self.tasks_) if not task.auxiliary]
-        return pd.DataFrame({name: [values[t] for t in keep] for name, values in losses.items()},
-                            index=pd.Index(self.task_names_, name="task", tupleize_cols=False))
+                f"{MIN_VALIDATION_LABELS} validation labels (retrieval="
+                f"{getattr(self, 'retrieval', 'off')!r}).")
+        return self._task_frame(losses)
 
     @property
     def history_(self):

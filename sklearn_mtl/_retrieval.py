@@ -1,6 +1,6 @@
 """Retrieval features: the labels of each row's nearest training rows, as inputs.
 
-With ``n_neighbors=k`` every row of X gets, for each task, the mean label of
+With ``n_neighbors=k``, every row of X gets, for each task, the mean label of
 its 1, 4, 16, ... and k nearest *training* rows labelled for that task
 (Euclidean distance in X as given; regression labels standardised as the
 network sees them, classes one-hot, binary tasks their positive class), and
@@ -18,6 +18,11 @@ Leakage is ruled out by construction:
   that predicts itself): it is left out of its own candidate list by index,
   so that an exact duplicate of it, a different row, still counts;
 * validation rows and rows given to ``predict`` look up the training rows only.
+
+``retrieval='on'`` trains the network with these features; ``retrieval='auto'``
+(:func:`choose_retrieval`) trains the plain network first and a second one with
+the features only where the neighbours' labels alone predict a task better, then
+predicts each task with the better of the two on the validation rows.
 
 The state is plain data (arrays), so a fitted model saves as any other.
 """

@@ -379,3 +379,24 @@ def test_auto_continued_training_uses_the_plain_network(large_lookup):
 def test_auto_with_the_retrieval_network_refuses_onnx(auto_lookup):
     with pytest.raises(ValueError, match="retrieval='auto'.*refit with retrieval='off'"):
         auto_lookup.to_onnx()
+
+
+def test_stacked_search_decides_retrieval_per_member_as_its_fit_does():
+    """retrieval='auto' stays stackable: the plain networks train as one stack, then each
+    candidate and fold runs the check on its own fold, as GridSearchCV's fits do."""
+    X, Y = people(n_people=600, years=5, seed=4)
+    base = MultiTaskRegressorClassifier(
+        retrieval="auto", n_neighbors=4, validation_fraction=0.4, random_state=0,
+        max_epochs=8, hidden_layer_sizes=(16,),
+        tasks={"group": "multiclass", "size": "regression"})
+    grid = {"loss_weights": [{"group": 1.0, "size": 1.0}, {"group": 1.0, "size": 0.5}]}
+    cv = KFold(2, shuffle=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = MultiTaskGridSearchCV(base, grid, cv=cv).fit(X, Y)
+        ref = GridSearchCV(base, grid, cv=cv).fit(X, Y)
+    assert ours.n_stacked_fits_ == 4
+    np.testing.assert_allclose(ours.cv_results_["mean_test_score"],
+                               ref.cv_results_["mean_test_score"], atol=1e-4)
+    assert ours.best_estimator_.retrieval_ == ref.best_estimator_.retrieval_ == {
+        "group": True, "size": True}
