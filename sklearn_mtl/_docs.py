@@ -257,7 +257,9 @@ ATTRIBUTES = """\
         errors of the latter two's differences from the first ('single_se',
         'blend_se').
     retrieval_ : dict
-        Task -> whether it is predicted with retrieval features.
+        Task -> whether it is predicted with retrieval features. With
+        ``retrieval='auto'`` such a task is predicted by the second network
+        (a shared one), whatever ``sharing_`` says of the plain network.
     retrieval_losses_ : DataFrame (task x source)
         With ``retrieval='auto'``: the validation losses (squared error on
         the standardised scale, or log loss) of the plain network

@@ -711,7 +711,9 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
     @property
     def retrieval_(self):
         """Dict task -> whether the task is predicted with retrieval features (the
-        labels of its nearest training rows; see the ``retrieval`` parameter)."""
+        labels of its nearest training rows; see the ``retrieval`` parameter). With
+        ``retrieval='auto'`` such a task is predicted by the second network (a shared
+        one), whatever ``sharing_`` says of the plain network."""
         check_is_fitted(self)
         chosen = self.__dict__.get("_retrieval_tasks")
         if chosen is None:
