@@ -36,8 +36,10 @@ from ._tasks import probabilities
 
 # The neighbour counts whose mean labels are features: powers of 4 up to k, and k.
 _GROWTH = 4
-#: retrieval='auto' decides only for tasks with at least this many validation labels.
+#: retrieval='auto' decides only for tasks with at least this many validation labels,
 MIN_VALIDATION_LABELS = 500
+#: and only after a fit that early stopping ended or that ran this many patience windows.
+MIN_PATIENCE_WINDOWS = 10
 
 
 def neighbour_sizes(n_neighbors):
@@ -228,7 +230,9 @@ def choose_retrieval(estimator, prepared):
     """``retrieval='auto'`` after the plain network's fit.
 
     Only tasks with at least :data:`MIN_VALIDATION_LABELS` validation labels are
-    decided on. The labels of each validation row's ``n_neighbors`` nearest
+    decided on, and only after a fit that early stopping ended or that ran at least
+    :data:`MIN_PATIENCE_WINDOWS` times ``patience`` epochs (a network stopped by a
+    small ``max_epochs`` is no yardstick). The labels of each validation row's ``n_neighbors`` nearest
     training rows are first used as a prediction on their own. Where they predict
     none of those tasks better than the fitted network by more than one standard
     error of the paired difference (the usual case: a smooth function of X, which a
@@ -242,12 +246,17 @@ def choose_retrieval(estimator, prepared):
     'retrieval_se'), and where some
     task is chosen, ``state``, ``net``, ``tasks`` (per task, whether it is
     predicted with retrieval) and ``best_epochs`` (the retrieval network's); None
-    when no task has the validation labels to be decided on (or with a ``module=``
-    of the user's, which reads X's columns only).
+    when nothing is decided (no task with the validation labels, a fit cut short,
+    or a ``module=`` of the user's, which reads X's columns only).
     """
     train, valid = prepared.rows
     if valid is None or not len(valid) or estimator.module is not None:
         return None  # nothing to decide on; a user's module reads X's columns only
+    # A network cut short by max_epochs loses to the neighbours for the wrong reason:
+    # decide after a fit that early stopping ended, or one of many patience windows.
+    epochs = estimator.__dict__.get("n_epochs_", 0)
+    if epochs >= estimator.max_epochs and epochs < MIN_PATIENCE_WINDOWS * estimator.patience:
+        return None
     tasks, targets = prepared.tasks, prepared.targets
     T = len(tasks)
     # The tasks the check may switch: enough validation labels to tell a lookup

@@ -13,6 +13,7 @@ from sklearn.model_selection import GridSearchCV, KFold
 
 from sklearn_mtl import MultiTaskRegressorClassifier
 from sklearn_mtl._retrieval import (
+    MIN_PATIENCE_WINDOWS,
     MIN_VALIDATION_LABELS,
     fit_retrieval,
     n_retrieval_features,
@@ -273,7 +274,8 @@ def large_lookup():
     return X[train], Y.iloc[train], X[test], Y.iloc[test]
 
 
-AUTO = {"retrieval": "auto", "n_neighbors": 4, "validation_fraction": 0.4}
+# patience=5: the 60 epochs of ``fit`` are MIN_PATIENCE_WINDOWS patience windows or more.
+AUTO = {"retrieval": "auto", "n_neighbors": 4, "validation_fraction": 0.4, "patience": 5}
 
 
 @pytest.fixture(scope="module")
@@ -320,8 +322,8 @@ def test_auto_predicts_a_lookup_with_the_retrieval_network(large_lookup, auto_lo
 
 def test_auto_is_off_where_the_neighbours_predict_worse():
     X, Y = smooth(n=1500)
-    off = fit(X, Y, tasks=SMOOTH_TASKS, retrieval="off", validation_fraction=0.4)
-    auto = fit(X, Y, tasks=SMOOTH_TASKS, retrieval="auto", validation_fraction=0.4)
+    off = fit(X, Y, tasks=SMOOTH_TASKS, retrieval="off", validation_fraction=0.4, patience=5)
+    auto = fit(X, Y, tasks=SMOOTH_TASKS, retrieval="auto", validation_fraction=0.4, patience=5)
     losses = auto.retrieval_losses_
     assert list(losses.columns) == ["plain", "neighbours", "neighbours_se"]
     assert (losses["neighbours"] > losses["plain"]).all()
@@ -341,6 +343,20 @@ def test_auto_decides_no_task_with_few_validation_labels(lookup):
         auto.retrieval_losses_
     off = fit(X, Y, retrieval="off")
     pd.testing.assert_frame_equal(auto.predict(X_test), off.predict(X_test))
+
+
+def test_auto_decides_nothing_after_a_fit_cut_short(large_lookup):
+    """max_epochs reached before early stopping ended the fit, and fewer epochs than
+    MIN_PATIENCE_WINDOWS patience windows: the network is no yardstick yet."""
+    X, Y, X_test, _ = large_lookup
+    params = {**AUTO, "max_epochs": 5 * MIN_PATIENCE_WINDOWS - 1}
+    short = fit(X, Y, **params)
+    assert short.n_epochs_ == params["max_epochs"]
+    assert short.retrieval_ == {"group": False, "size": False}
+    off = fit(X, Y, **{**params, "retrieval": "off"})
+    pd.testing.assert_frame_equal(short.predict(X_test), off.predict(X_test))
+    # The same fit for as many epochs as ten patience windows decides.
+    assert fit(X, Y, **{**params, "max_epochs": 5 * MIN_PATIENCE_WINDOWS}).retrieval_["group"]
 
 
 def test_auto_without_validation_rows_does_nothing(lookup):
@@ -387,7 +403,7 @@ def test_stacked_search_decides_retrieval_per_member_as_its_fit_does():
     X, Y = people(n_people=600, years=5, seed=4)
     base = MultiTaskRegressorClassifier(
         retrieval="auto", n_neighbors=4, validation_fraction=0.4, random_state=0,
-        max_epochs=8, hidden_layer_sizes=(16,),
+        max_epochs=10, patience=1, hidden_layer_sizes=(16,),
         tasks={"group": "multiclass", "size": "regression"})
     grid = {"loss_weights": [{"group": 1.0, "size": 1.0}, {"group": 1.0, "size": 0.5}]}
     cv = KFold(2, shuffle=True, random_state=0)
