@@ -119,7 +119,8 @@ PARAMETERS = """\
         rows and new rows look up the training rows only. It pays where rows
         recur, e.g. people observed in several years, whose labels a smooth
         function of X cannot look up. 'on': always. 'auto': for the tasks
-        with at least 500 validation labels, after the plain fit, the
+        with at least 500 validation labels, after a plain fit that early
+        stopping ended (or of at least ten ``patience`` windows), the
         neighbours' labels alone are scored on the validation rows; where
         they predict none of those tasks better than the network by a
         standard error (the usual case), the model is the plain one and the
