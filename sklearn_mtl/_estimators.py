@@ -693,19 +693,21 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         ``sharing_`` chooses from), and the standard errors of the latter two's paired
         differences from the first ('single_se', 'blend_se'); NaN where a task has no
         validation label."""
-        check_is_fitted(self)
-        losses = self.__dict__.get("_sharing_losses")
-        if losses is None:
-            raise AttributeError(
-                f"This {type(self).__name__} has no sharing_losses_: it was fitted with "
-                "sharing='shared' (or one task, or continued training), so no single-task "
-                "network was trained. Fit with sharing='auto' or 'blend' to get them.")
-        return self._task_frame(losses)
+        return self._recorded_losses(
+            "_sharing_losses",
+            f"This {type(self).__name__} has no sharing_losses_: it was fitted with "
+            "sharing='shared' (or one task, or continued training), so no single-task "
+            "network was trained. Fit with sharing='auto' or 'blend' to get them.")
 
-    def _task_frame(self, columns):
-        """A DataFrame (predicted task x column) from dict column -> per-task list."""
+    def _recorded_losses(self, key, missing):
+        """The per-task losses a fit recorded under ``key``, as a DataFrame (predicted task
+        x column); AttributeError ``missing`` where it recorded none."""
+        check_is_fitted(self)
+        losses = self.__dict__.get(key)
+        if losses is None:
+            raise AttributeError(missing)
         keep = [t for t, task in enumerate(self.tasks_) if not task.auxiliary]
-        return pd.DataFrame({name: [values[t] for t in keep] for name, values in columns.items()},
+        return pd.DataFrame({name: [values[t] for t in keep] for name, values in losses.items()},
                             index=pd.Index(self.task_names_, name="task", tupleize_cols=False))
 
     @property
@@ -730,16 +732,14 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
         from 'plain'). That network is trained only where the neighbours alone
         predict some task better than the plain network by a standard error
         ('neighbours_se'); only tasks with at least 500 validation labels are
-        decided on."""
-        check_is_fitted(self)
-        losses = self.__dict__.get("_retrieval_losses")
-        if losses is None:
-            raise AttributeError(
-                f"This {type(self).__name__} has no retrieval_losses_: they are measured "
-                "by a fresh fit with retrieval='auto' where a task has at least "
-                f"{MIN_VALIDATION_LABELS} validation labels (retrieval="
-                f"{getattr(self, 'retrieval', 'off')!r}).")
-        return self._task_frame(losses)
+        decided on, after a fit that early stopping ended or that ran ten
+        ``patience`` windows."""
+        return self._recorded_losses(
+            "_retrieval_losses",
+            f"This {type(self).__name__} has no retrieval_losses_: they are measured by a "
+            f"fresh fit with retrieval='auto' where a task has at least {MIN_VALIDATION_LABELS} "
+            "validation labels, after early stopping ended the fit or ten patience windows "
+            f"(retrieval={getattr(self, 'retrieval', 'off')!r}).")
 
     @property
     def history_(self):

@@ -230,6 +230,14 @@ def test_partial_fit_and_onnx_refuse_with_a_reason(lookup, with_retrieval):
         with_retrieval.to_onnx()
 
 
+def both_searches(base, grid, cv, X, Y):
+    """The stacked search and scikit-learn's on the same grid and folds."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return (MultiTaskGridSearchCV(base, grid, cv=cv).fit(X, Y),
+                GridSearchCV(base, grid, cv=cv).fit(X, Y))
+
+
 def test_search_fits_each_candidate_on_its_own_rows(lookup):
     """Each fold's features come from that fold's training rows: the stacked search falls
     back to one fit per candidate and fold, and agrees with scikit-learn's search."""
@@ -238,11 +246,7 @@ def test_search_fits_each_candidate_on_its_own_rows(lookup):
         retrieval="on", n_neighbors=4, random_state=0, max_epochs=5, hidden_layer_sizes=(16,),
         tasks={"group": "multiclass", "size": "regression"})
     grid = {"loss_weights": [{"group": 1.0, "size": 1.0}, {"group": 1.0, "size": 0.0}]}
-    cv = KFold(3, shuffle=True, random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        ours = MultiTaskGridSearchCV(base, grid, cv=cv).fit(X, Y)
-        ref = GridSearchCV(base, grid, cv=cv).fit(X, Y)
+    ours, ref = both_searches(base, grid, KFold(3, shuffle=True, random_state=0), X, Y)
     np.testing.assert_allclose(ours.cv_results_["mean_test_score"],
                                ref.cv_results_["mean_test_score"], rtol=1e-6)
     assert ours.best_params_ == ref.best_params_
@@ -406,11 +410,7 @@ def test_stacked_search_decides_retrieval_per_member_as_its_fit_does():
         max_epochs=10, patience=1, hidden_layer_sizes=(16,),
         tasks={"group": "multiclass", "size": "regression"})
     grid = {"loss_weights": [{"group": 1.0, "size": 1.0}, {"group": 1.0, "size": 0.5}]}
-    cv = KFold(2, shuffle=True, random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        ours = MultiTaskGridSearchCV(base, grid, cv=cv).fit(X, Y)
-        ref = GridSearchCV(base, grid, cv=cv).fit(X, Y)
+    ours, ref = both_searches(base, grid, KFold(2, shuffle=True, random_state=0), X, Y)
     assert ours.n_stacked_fits_ == 4
     np.testing.assert_allclose(ours.cv_results_["mean_test_score"],
                                ref.cv_results_["mean_test_score"], atol=1e-4)
