@@ -127,9 +127,9 @@ PARAMETERS = """\
         check costs one neighbour search; otherwise a second network with the
         features is trained, and each of those tasks is predicted by it if
         its validation loss is lower by more than one standard error
-        (``retrieval_``, ``retrieval_losses_``). The
-        fitted model keeps its training rows. Not with ``partial_fit``
-        ('on') or ONNX export (a model that uses the features). In the
+        (``retrieval_``, ``retrieval_losses_``). 'off': never. A model that
+        uses the features keeps its training rows for the lookup, and cannot
+        be exported to ONNX; ``partial_fit`` refuses 'on'. In the
         stacked searches 'auto' stacks the plain networks and runs the check
         per candidate and fold; 'on' fits each candidate on its own.
     n_neighbors : int, default=16
