@@ -395,7 +395,7 @@ class _MultiTaskBase(TrainingHistoryMixin, SavingMixin, BaseEstimator):
                 "fit, or retrieval='off' (with 'auto', partial_fit trains the plain "
                 "network).")
         state = fit_retrieval(X, targets, tasks, rows[0], self.n_neighbors)
-        features = retrieval_features(state, X, fit_rows=True)
+        features = retrieval_features(state, X, leave_out_self=True)
         return np.hstack([X, features]), state
 
     def _split(self, X, targets, tasks, class_weights, validation, seed, incremental):

@@ -89,17 +89,18 @@ def n_retrieval_features(state):
     return sum(task["values"].shape[1] * len(state["sizes"]) + 1 for task in state["tasks"])
 
 
-def retrieval_features(state, X, fit_rows=None):
+def retrieval_features(state, X, leave_out_self=False):
     """The (n, F) float32 retrieval features of the rows of X.
 
-    ``fit_rows``: for the X of the fit itself, the row indices of X (so that a
-    training row can be left out of its own neighbours); None for new rows.
+    ``leave_out_self``: True for the X of the fit itself, whose training rows are
+    left out of their own neighbours; False for rows that are not candidates
+    (validation rows, new rows).
     """
     X = np.asarray(X, dtype=np.float32)
     if not X.shape[0]:
         return np.zeros((0, n_retrieval_features(state)), dtype=np.float32)
     position = None
-    if fit_rows is not None:
+    if leave_out_self:
         # position[i]: where row i of X sits among the training rows (-1: not one).
         position = np.full(X.shape[0], -1, dtype=np.int64)
         position[state["train_rows"]] = np.arange(len(state["train_rows"]))
@@ -213,7 +214,7 @@ def paired_standard_errors(elements, reference):
 
 
 def network_predictions(net, tasks, X):
-    """A net's predictions of rows X in the yardstick of :func:`prediction_losses`."""
+    """A net's predictions of rows X in the yardstick of :func:`element_losses`."""
     raw = net.raw_outputs(X)
     stride = net.module_.heads.max_out
     out = []
@@ -232,22 +233,22 @@ def choose_retrieval(estimator, prepared):
     Only tasks with at least :data:`MIN_VALIDATION_LABELS` validation labels are
     decided on, and only after a fit that early stopping ended or that ran at least
     :data:`MIN_PATIENCE_WINDOWS` times ``patience`` epochs (a network stopped by a
-    small ``max_epochs`` is no yardstick). The labels of each validation row's ``n_neighbors`` nearest
-    training rows are first used as a prediction on their own. Where they predict
-    none of those tasks better than the fitted network by more than one standard
-    error of the paired difference (the usual case: a smooth function of X, which a
-    network learns), nothing more is done. Otherwise a second network is trained
-    with the retrieval features on the same rows, and each of those tasks is
-    predicted by it when its validation loss is lower than the plain network's by
-    more than one standard error.
+    small ``max_epochs`` is no yardstick). The labels of each validation row's
+    ``n_neighbors`` nearest training rows are first used as a prediction on their
+    own. Where they predict none of those tasks better than the fitted network by
+    more than one standard error of the paired difference (the usual case: a smooth
+    function of X, which a network learns), nothing more is done. Otherwise a second
+    network is trained with the retrieval features on the same rows, and each of
+    those tasks is predicted by it when its validation loss is lower than the plain
+    network's by more than one standard error.
 
     Returns a dict: ``losses`` (the validation losses compared: 'plain',
     'neighbours' and 'neighbours_se', and where trained 'retrieval' and
-    'retrieval_se'), and where some
-    task is chosen, ``state``, ``net``, ``tasks`` (per task, whether it is
-    predicted with retrieval) and ``best_epochs`` (the retrieval network's); None
-    when nothing is decided (no task with the validation labels, a fit cut short,
-    or a ``module=`` of the user's, which reads X's columns only).
+    'retrieval_se'), and where some task is chosen, ``state``, ``net``, ``tasks``
+    (per task, whether it is predicted with retrieval) and ``best_epochs`` (the
+    retrieval network's); None when nothing is decided (no task with the
+    validation labels, a fit cut short, or a ``module=`` of the user's, which reads
+    X's columns only).
     """
     train, valid = prepared.rows
     if valid is None or not len(valid) or estimator.module is not None:
@@ -282,7 +283,7 @@ def choose_retrieval(estimator, prepared):
     if not any(losses["neighbours"][t] + losses["neighbours_se"][t] < losses["plain"][t]
                for t in decided):
         return {"losses": losses}
-    X_wide = np.hstack([prepared.X, retrieval_features(state, prepared.X, fit_rows=True)])
+    X_wide = np.hstack([prepared.X, retrieval_features(state, prepared.X, leave_out_self=True)])
     other = clone(estimator).set_params(retrieval="off", sharing="shared", callbacks=None,
                                         verbose=0)
     seeds = [int(s) + 7919 for s in prepared.seeds]  # draws of their own

@@ -185,35 +185,13 @@ def _validation_losses(net, singles, single_states, prepared, stride):
     c = net.criterion_
     outputs = torch.from_numpy(np.stack([shared, single], 1))
     blend = MemberMean(c.kinds, c.n_outputs, c.stride).double()(outputs).numpy()
-    losses = paired_losses(net, dict(zip(SOURCES, (shared, single, blend))),
-                           prepared.targets[valid])
-    for t in range(T):
-        if single_states[t] is None:
-            for name in names[1:]:
-                losses[name][t] = float("nan")
-    return losses
-
-
-def paired_losses(net, outputs, targets):
-    """Per-task validation losses of several predictions of the same rows, and the
-    standard errors of their paired differences from the first.
-
-    ``outputs``: dict source -> raw network outputs (n, width) of the validation rows,
-    the first the reference; ``targets``: their packed label-and-weight rows. Returns
-    dict source -> list of per-task losses (``net``'s criterion; NaN where a task has
-    no validation label) and '<source>_se' -> the standard error of each other
-    source's mean difference from the reference over the task's validation rows,
-    weighted as the losses are (inf for a loss that is not a mean over rows).
-    """
-    c = net.criterion_
-    T = targets.shape[1] // 2
     device = torch.device(net.device)
-    y_true = torch.from_numpy(targets).to(device)
+    y_true = torch.from_numpy(prepared.targets[valid]).to(device)
     labels, weights = y_true[:, :T], y_true[:, T:2 * T]
     losses, elements = {}, {}
     with torch.no_grad():
-        for source, out in outputs.items():
-            out = torch.from_numpy(np.asarray(out, dtype=np.float32)).to(device)
+        for source, out in zip(SOURCES, (shared, single, blend)):
+            out = torch.from_numpy(out.astype(np.float32)).to(device)
             values, denominators = c(out, y_true)
             values = values.double().cpu().numpy()
             values[denominators.cpu().numpy() <= 0] = np.nan
@@ -223,12 +201,15 @@ def paired_losses(net, outputs, targets):
     w = np.where(w > 0, w, 0.0)
     total = w.sum(0)
     reduced = {t for t, _, _, elementwise in c.others if not elementwise}
-    reference, *others = outputs
-    for source in others:
-        d = np.where(w > 0, elements[source] - elements[reference], 0.0)
+    for source in SOURCES[1:]:
+        d = np.where(w > 0, elements[source] - elements["shared"], 0.0)
         mean = (w * d).sum(0) / np.maximum(total, 1e-300)
         se = np.sqrt((w ** 2 * (d - mean) ** 2).sum(0)) / np.maximum(total, 1e-300)
         se[total <= 0] = np.nan
         se[list(reduced)] = np.inf
         losses[f"{source}_se"] = [float(v) for v in se]
+    for t in range(T):
+        if single_states[t] is None:
+            for name in names[1:]:
+                losses[name][t] = float("nan")
     return losses

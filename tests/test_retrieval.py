@@ -50,7 +50,7 @@ TRAIN = np.array([0, 1, 2, 3])
 def test_features_by_hand_with_a_duplicate_and_leave_one_out():
     y = np.array([10.0, 20.0, 30.0, 40.0, 99.0])
     state = fit_retrieval(LINE, packed(y), [REGRESSION], TRAIN, n_neighbors=2)
-    F = retrieval_features(state, LINE, fit_rows=True)
+    F = retrieval_features(state, LINE, leave_out_self=True)
     assert F.shape == (5, n_retrieval_features(state)) == (5, 3)  # means of 1 and 2, distance
     # Row 0 (x=0): not itself; its nearest are rows 1 and 2 (distance 1, a tie).
     assert F[0, 0] in (20.0, 30.0) and F[0, 1] == 25.0 and F[0, 2] == pytest.approx(np.log(2))
@@ -104,7 +104,7 @@ def test_validation_labels_change_no_feature():
 def test_missing_labels_are_never_retrieved():
     y = np.array([10.0, np.nan, 30.0, 40.0, 99.0])
     state = fit_retrieval(LINE, packed(y), [REGRESSION], TRAIN, n_neighbors=1)
-    F = retrieval_features(state, LINE, fit_rows=True)
+    F = retrieval_features(state, LINE, leave_out_self=True)
     # Row 1 is unlabelled: not a candidate, and its nearest labelled row is its duplicate.
     np.testing.assert_allclose(F[1], [30.0, 0.0])
     # Row 2: its duplicate has no label, so its nearest labelled is row 0 at distance 1.
@@ -116,7 +116,7 @@ def test_class_labels_are_one_hot_and_binary_the_positive_class():
     flag = np.array([1, 0, 1, 1, 0, 0], float)
     level = np.array([0, 2, 2, 1, 0, 2], float)
     state = fit_retrieval(X, packed(flag, level), [BINARY, THREE_CLASSES], np.arange(6), 2)
-    F = retrieval_features(state, X, fit_rows=True)
+    F = retrieval_features(state, X, leave_out_self=True)
     assert F.shape == (6, (1 * 2 + 1) + (3 * 2 + 1))
     # Row 2 (x=2): neighbours rows 1 and 3 (tie at distance 1), positive-class mean 0.5.
     assert F[2, 1] == 0.5
@@ -127,7 +127,7 @@ def test_class_labels_are_one_hot_and_binary_the_positive_class():
 def test_a_task_with_one_candidate_gets_its_prior():
     y = np.array([5.0, np.nan, np.nan, np.nan, np.nan])
     state = fit_retrieval(LINE, packed(y), [REGRESSION], TRAIN, n_neighbors=4)
-    F = retrieval_features(state, LINE, fit_rows=True)
+    F = retrieval_features(state, LINE, leave_out_self=True)
     # Row 0 has no other candidate: the prior (its mean label) and distance 0.
     np.testing.assert_allclose(F[0], [5.0, 5.0, 0.0])
     np.testing.assert_allclose(F[3], [5.0, 5.0, np.log(4)])
