@@ -29,7 +29,7 @@ The state is plain data (arrays), so a fitted model saves as any other.
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.neighbors import NearestNeighbors
+from sklearn.neighbors import KDTree
 
 from ._net import TrainingDivergedError, seeded_torch
 from ._tasks import probabilities
@@ -40,6 +40,8 @@ _GROWTH = 4
 MIN_VALIDATION_LABELS = 500
 #: and only after a fit that early stopping ended or that ran this many patience windows.
 MIN_PATIENCE_WINDOWS = 10
+#: Rows whose neighbours are ranked at once (bounds the memory and the sort keys).
+_ROWS_PER_BLOCK = 4096
 
 
 def neighbour_sizes(n_neighbors):
@@ -60,6 +62,79 @@ def _label_values(task, codes):
     if task.n_outputs == 1:  # binary: the positive class
         return (codes == 1).astype(np.float32).reshape(-1, 1)
     return np.eye(task.n_outputs, dtype=np.float32)[codes]
+
+
+def squared_distances(X, candidates):
+    """Squared Euclidean distances in float64, summed over the features one at a time
+    in their order: ``X`` and ``candidates`` are (..., F) arrays of the same shape or
+    broadcastable. Every operation is one IEEE operation in a fixed order, so the
+    same pair gives the same bits wherever it is computed (the exported ONNX graph
+    computes them the same way), and exact duplicates tie exactly."""
+    X = np.asarray(X, dtype=np.float64)
+    C = np.asarray(candidates, dtype=np.float64)
+    total = None
+    for f in range(X.shape[-1]):
+        diff = X[..., f] - C[..., f]
+        diff *= diff
+        total = diff if total is None else np.add(total, diff, out=total)
+    return total
+
+
+def nearest_candidates(candidates, X, k, own=None):
+    """``(distance, index)``, (n, k) each: every row's k nearest candidates by
+    :func:`squared_distances`, nearest first, equal distances in the order of the
+    candidates (the lower index first: the order ONNX's TopK keeps, so that an
+    exported model picks the same neighbours). ``distance`` is squared. ``own``
+    (optional, (n,)): the candidate that is the row itself (-1: none), never its
+    own neighbour.
+
+    A k-d tree finds each row's k-th distance and then every candidate within it
+    (a hair more, for the tree's own rounding); those are ranked exactly.
+    """
+    n, m = X.shape[0], candidates.shape[0]
+    distance = np.empty((n, k))
+    index = np.empty((n, k), dtype=np.int64)
+    tree = KDTree(candidates.astype(np.float64))
+    reach = min(m, k + (own is not None))
+    for start in range(0, n, _ROWS_PER_BLOCK):
+        block = slice(start, min(start + _ROWS_PER_BLOCK, n))
+        rows_own = None if own is None else own[block]
+        distance[block], index[block] = _nearest_block(
+            tree, candidates, X[block].astype(np.float64), k, reach, rows_own)
+    return distance, index
+
+
+def _nearest_block(tree, candidates, X, k, reach, own):
+    n = X.shape[0]
+    found_distance, found = tree.query(X, k=reach)
+    if own is not None:
+        mine = found == own[:, None]
+        # Without the row itself; a row that is not among its own finds drops its last.
+        mine[~mine.any(axis=1), -1] = True
+        found_distance = found_distance[~mine].reshape(n, reach - 1)
+    within = tree.query_radius(X, found_distance[:, k - 1] * (1.0 + 1e-9) + 1e-12)
+    counts = np.fromiter((len(w) for w in within), dtype=np.int64, count=n)
+    rows = np.repeat(np.arange(n), counts)
+    cand = np.concatenate(within).astype(np.int64)
+    if own is not None:
+        keep = cand != own[rows]
+        rows, cand = rows[keep], cand[keep]
+    d = squared_distances(X[rows], candidates[cand])
+    # Sort by row, then distance, then candidate: one integer key (the distances'
+    # dense ranks keep their exact order).
+    values, rank = np.unique(d, return_inverse=True)
+    if float(n) * len(values) * len(candidates) < 2.0 ** 62:
+        order = np.argsort((rows * len(values) + rank.reshape(-1)) * len(candidates) + cand)
+    else:
+        order = np.lexsort((cand, d, rows))
+    pick = np.searchsorted(rows[order], np.arange(n))[:, None] + np.arange(k)
+    return d[order][pick], cand[order][pick]
+
+
+def distance_feature(squared):
+    """The distance feature of a row: ``log(1 + d)`` of its nearest candidate's
+    distance d (given squared, float64), as float32."""
+    return np.log1p(np.sqrt(squared)).astype(np.float32)
 
 
 def fit_retrieval(X, targets, tasks, train_rows, n_neighbors):
@@ -127,25 +202,19 @@ def _task_features(state, task, X, position):
         features[:, -1] = 0.0
         if n_candidates == 1:
             others = own < 0
-            distance = np.linalg.norm(X[others] - state["X"][positions[0]], axis=1)
+            distance, _ = nearest_candidates(state["X"][positions], X[others], 1)
             features[others, :-1] = np.tile(values[0], len(sizes))
-            features[others, -1] = np.log1p(distance)
+            features[others, -1] = distance_feature(distance[:, 0])
         return features
     k = min(sizes[-1], n_candidates - leave_out)
-    index = NearestNeighbors(n_neighbors=k + leave_out).fit(state["X"][positions])
-    distance, neighbours = index.kneighbors(X)
-    if leave_out:
-        # Drop each row's own index; rows that are not candidates drop their last.
-        keep = neighbours != own[:, None]
-        keep[keep.all(axis=1), -1] = False
-        neighbours = neighbours[keep].reshape(n, k)
-        distance = distance[keep].reshape(n, k)
+    candidates = state["X"][positions]
+    distance, neighbours = nearest_candidates(candidates, X, k, own)
     labels = values[neighbours]  # (n, k, width)
     cumulative = np.cumsum(labels, axis=1)
     for j, size in enumerate(sizes):
         m = min(size, k)
         features[:, j * width:(j + 1) * width] = cumulative[:, m - 1] / m
-    features[:, -1] = np.log1p(distance[:, 0])
+    features[:, -1] = distance_feature(distance[:, 0])
     return features
 
 

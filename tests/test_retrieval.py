@@ -52,21 +52,38 @@ def test_features_by_hand_with_a_duplicate_and_leave_one_out():
     state = fit_retrieval(LINE, packed(y), [REGRESSION], TRAIN, n_neighbors=2)
     F = retrieval_features(state, LINE, leave_out_self=True)
     assert F.shape == (5, n_retrieval_features(state)) == (5, 3)  # means of 1 and 2, distance
-    # Row 0 (x=0): not itself; its nearest are rows 1 and 2 (distance 1, a tie).
-    assert F[0, 0] in (20.0, 30.0) and F[0, 1] == 25.0 and F[0, 2] == pytest.approx(np.log(2))
+    # Row 0 (x=0): not itself; its nearest are rows 1 and 2 (distance 1, a tie that
+    # goes to the lower index, row 1).
+    np.testing.assert_allclose(F[0], [20.0, 25.0, np.log(2)])
     # Row 1: its duplicate row 2 (distance 0), then row 0 -- never its own label 20.
     np.testing.assert_allclose(F[1], [30.0, 20.0, 0.0])
     np.testing.assert_allclose(F[2], [20.0, 15.0, 0.0])
-    # Row 3 (x=3): rows 1 and 2 at distance 2.
-    np.testing.assert_allclose(F[3], [F[3, 0], 25.0, np.log(3)])
-    # The validation row 4 (x=10) looks up training rows only: row 3, then 1 or 2.
-    assert F[4, 0] == 40.0 and F[4, 1] in (30.0, 35.0) and F[4, 2] == pytest.approx(np.log(8))
+    # Row 3 (x=3): rows 1 and 2 at distance 2, row 1 first.
+    np.testing.assert_allclose(F[3], [20.0, 25.0, np.log(3)])
+    # The validation row 4 (x=10) looks up training rows only: row 3, then row 1.
+    np.testing.assert_allclose(F[4], [40.0, 30.0, np.log(8)])
     # New rows: the training rows, none left out.
     new = retrieval_features(state, np.array([[1.0], [2.9]], np.float32))
-    assert set(new[0, :2]) <= {20.0, 25.0, 30.0} and new[0, 1] == 25.0 and new[0, 2] == 0
-    assert new[1, 1] in (30.0, 35.0)
-    np.testing.assert_allclose(new[1, [0, 2]], [40.0, np.log1p(3 - np.float32(2.9))],
-                               atol=1e-6)
+    np.testing.assert_allclose(new[0], [20.0, 25.0, 0.0])
+    np.testing.assert_allclose(new[1], [40.0, 30.0, np.log1p(3 - np.float32(2.9))], atol=1e-6)
+
+
+def test_ties_go_to_the_lower_training_index_at_every_neighbour_count():
+    """Exact duplicates and points placed symmetrically tie exactly; the lower index
+    wins, at the boundary of each neighbour count (what an ONNX export reproduces)."""
+    # Training rows: x=1 four times (labels 1..4), x=-1 and x=3 (symmetric about 1).
+    X = np.array([[1.0], [1.0], [1.0], [1.0], [-1.0], [3.0]], dtype=np.float32)
+    y = np.array([1.0, 2.0, 3.0, 4.0, 50.0, 60.0])
+    state = fit_retrieval(X, packed(y), [REGRESSION], np.arange(6), n_neighbors=5)
+    query = np.array([[1.0], [1.0 + 1e-3], [0.0]], dtype=np.float32)
+    F = retrieval_features(state, query)  # means of 1, 4 and 5 neighbours, distance
+    np.testing.assert_allclose(F[0], [1.0, 2.5, (10 + 50) / 5, 0.0])
+    np.testing.assert_allclose(F[1, :3], [1.0, 2.5, (10 + 60) / 5])  # x=3 is nearer now
+    # x=0: the four duplicates at distance 1, then -1 (distance 1) and 3 (distance 3).
+    np.testing.assert_allclose(F[2], [1.0, 2.5, (10 + 50) / 5, np.log(2)])
+    # Leaving a row out: row 0 (label 1) sees rows 1, 2, 3 first.
+    own = retrieval_features(state, X, leave_out_self=True)
+    np.testing.assert_allclose(own[0, :2], [2.0, (2 + 3 + 4 + 50) / 4])
 
 
 def test_own_label_never_reaches_its_own_features():
