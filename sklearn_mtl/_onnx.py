@@ -45,6 +45,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from ._net import inference_only
+from ._retrieval import n_retrieval_features, retrieval_features
 
 # Rows of the example input the network is traced with (2: torch.export
 # specialises sizes 0 and 1).
@@ -118,6 +119,24 @@ class _Exported(torch.nn.Module):
         return self.module(X.to(self.dtype))
 
 
+class _ExportedWithRetrieval(torch.nn.Module):
+    """The networks of a model that reads retrieval features: float32 rows ``X`` and
+    their features ``R`` in, packed outputs in ``dtype`` out. With ``plain`` (the
+    choice of ``retrieval='auto'``) the columns of the tasks predicted with retrieval
+    come from ``wide``, the others from ``plain``; without it (``'on'``) all of them."""
+
+    def __init__(self, plain, wide, columns, dtype):
+        super().__init__()
+        self.plain, self.wide, self.dtype = plain, wide, dtype
+        self.register_buffer("columns", columns)
+
+    def forward(self, X, R):
+        wide = self.wide(torch.cat([X, R], 1).to(self.dtype))
+        if self.plain is None:
+            return wide
+        return torch.where(self.columns, wide, self.plain(X.to(self.dtype)))
+
+
 @contextlib.contextmanager
 def _quiet_export():
     """Silence what the exporter reports that is no concern of the user's: missing
@@ -145,13 +164,37 @@ def _hint(estimator):
             "control flow, no numpy calls, no fixed batch size)")
 
 
-def _network_model(estimator, torch_dtype, opset):
-    """The network alone as an ONNX ModelProto: input ``X``, output ``raw``."""
-    net = estimator.net_
-    module = inference_only(copy.deepcopy(net.prediction_module()).to("cpu", torch_dtype).eval())
-    wrapper = _Exported(module, torch_dtype).eval()
+def _inference_copy(net, torch_dtype):
+    return inference_only(copy.deepcopy(net.prediction_module()).to("cpu", torch_dtype).eval())
+
+
+def _wrapper(estimator, torch_dtype):
+    """``(wrapper, example inputs, input names)`` of the module to export."""
     example = torch.zeros(_EXAMPLE_ROWS, estimator.n_features_in_)
+    state = estimator.__dict__.get("_retrieval")
+    if state is None:
+        return _Exported(_inference_copy(estimator.net_, torch_dtype), torch_dtype).eval(), \
+            (example,), ["X"]
+    partner = estimator.__dict__.get("_retrieval_net")
+    if partner is None:  # retrieval='on': net_ reads the features
+        plain, wide, columns = None, _inference_copy(estimator.net_, torch_dtype), None
+    else:
+        plain = _inference_copy(estimator.net_, torch_dtype)
+        wide = _inference_copy(partner, torch_dtype)
+        stride = estimator.net_.module_.heads.max_out
+        columns = torch.tensor([chosen for chosen in estimator._retrieval_tasks
+                                for _ in range(stride)])
+    features = torch.zeros(_EXAMPLE_ROWS, n_retrieval_features(state))
+    wrapper = _ExportedWithRetrieval(plain, wide, columns, torch_dtype).eval()
+    return wrapper, (example, features), ["X", "R"]
+
+
+def _network_model(estimator, torch_dtype, opset):
+    """The network as an ONNX ModelProto: input ``X`` (and ``R``, the retrieval
+    features, for a model that reads them), output ``raw``."""
+    wrapper, example, names = _wrapper(estimator, torch_dtype)
     what = _module_label(estimator)
+    batch = torch.export.Dim("batch")
     try:
         with _quiet_export(), torch.no_grad():
             # torch.export first, then the ONNX translation of its program: a module
@@ -159,9 +202,9 @@ def _network_model(estimator, torch_dtype, opset):
             # module would retry with two more capture strategies, ~3 s each, and
             # print their graphs).
             exported = torch.export.export(
-                wrapper, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},),
+                wrapper, example, dynamic_shapes=tuple({0: batch} for _ in example),
                 strict=False)
-            program = torch.onnx.export(exported, dynamo=True, input_names=["X"],
+            program = torch.onnx.export(exported, dynamo=True, input_names=names,
                                         output_names=["raw"], opset_version=opset,
                                         verbose=False, optimize=True)
     except Exception as exc:  # torch reports many kinds of failure; say whose it is
@@ -196,10 +239,16 @@ def _verify(model, wrapper, estimator):
     session = ort.InferenceSession(model.SerializeToString(),
                                    providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
+    state = estimator.__dict__.get("_retrieval")
     for n in _VERIFY_ROWS:
         X = rng.normal(size=(n, estimator.n_features_in_)).astype(np.float32)
+        inputs = (torch.from_numpy(X),)
+        if state is not None:
+            # Training rows too: their neighbours tie at distance 0 with any duplicates.
+            X[: n // 2] = state["X"][rng.integers(0, len(state["X"]), n // 2)]
+            inputs = (torch.from_numpy(X), torch.from_numpy(retrieval_features(state, X)))
         with torch.no_grad():
-            expected = wrapper(torch.from_numpy(X)).numpy()
+            expected = wrapper(*inputs).numpy()
         try:
             (got,) = session.run(["raw"], {"X": X})
         except Exception as exc:
@@ -218,20 +267,96 @@ def _verify(model, wrapper, estimator):
 
 
 # ---------------------------------------------------------------------------
+# Retrieval features
+
+
+def _prepend_retrieval(onnx, graph, state):
+    """Compute the network's input ``R`` from ``X`` in the graph: the retrieval
+    features of :func:`sklearn_mtl._retrieval.retrieval_features`, node for node.
+
+    The squared distances to the training rows are summed feature by feature in
+    float64, in the order numpy sums them (the same bits), and TopK keeps the lower
+    index first among equal distances, as the numpy search does: the exported model
+    picks the same neighbours as ``predict``, ties included. Memory: one float64
+    (batch, n_training_rows) matrix at a time.
+    """
+    first = len(graph.node)
+    g = _Graph(onnx, graph, np.float32, prefix="retrieval")
+    x = g.node("Cast", ["X"], to=onnx.TensorProto.DOUBLE)
+    train = state["X"].astype(np.float64)
+    axis1 = g.const("axis1", np.array([1], dtype=np.int64))
+    total = None
+    for f in range(train.shape[1]):
+        column = g.node("Slice", [x, g.const("start", np.array([f], dtype=np.int64)),
+                                  g.const("end", np.array([f + 1], dtype=np.int64)), axis1])
+        diff = g.node("Sub", [column, g.const("train", train[None, :, f].copy())])
+        square = g.node("Mul", [diff, diff])
+        total = square if total is None else g.node("Add", [total, square])
+    rows = g.node("Slice", [g.node("Shape", ["X"]), g.const("zero", np.array([0], np.int64)),
+                            g.const("one", np.array([1], np.int64))])
+    parts = [_task_lookup(g, total, task, state["sizes"], rows) for task in state["tasks"]]
+    g.node("Concat", parts, axis=1, output="R")
+    # The features are computed, not given: R leaves the inputs, its nodes go first.
+    for i, info in enumerate(graph.input):
+        if info.name == "R":
+            del graph.input[i]
+            break
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes[first:] + nodes[:first])
+
+
+def _task_lookup(g, total, task, sizes, rows):
+    """One task's features (batch, width * len(sizes) + 1) from the squared distances
+    to every training row."""
+    values, positions = task["values"], task["positions"]
+    if not len(positions):
+        # No candidate: the mean label, distance 0 (as retrieval_features gives).
+        row = np.concatenate([np.tile(task["prior"], len(sizes)), [0.0]]).astype(np.float32)
+        shape = g.node("Concat", [rows, g.const("width", np.array([len(row)], np.int64))],
+                       axis=0)
+        return g.node("Expand", [g.const("prior", row[None, :]), shape])
+    k = min(sizes[-1], len(positions))
+    distance = g.node("Gather", [total, g.const("positions", positions.astype(np.int64))],
+                      axis=1)
+    topk = g.name("topk")
+    nearest = [f"{topk}_values", f"{topk}_indices"]
+    g.graph.node.append(g.onnx.helper.make_node(
+        "TopK", [distance, g.const("k", np.array([k], np.int64))], nearest,
+        name=g.name("TopK"), axis=1, largest=0, sorted=1))
+    labels = g.node("Gather", [g.const("labels", values.astype(np.float32)), nearest[1]],
+                    axis=0)  # (batch, k, width)
+    cumulative = g.node("CumSum", [labels, g.const("axis", np.array(1, np.int64))])
+    parts = []
+    for size in sizes:
+        m = min(size, k)
+        total_m = g.node("Gather", [cumulative, g.const("last", np.array(m - 1, np.int64))],
+                         axis=1)  # (batch, width)
+        parts.append(g.node("Div", [total_m, g.const("count", np.array(m, np.float32))]))
+    d0 = g.node("Slice", [nearest[0], g.const("zero", np.array([0], np.int64)),
+                          g.const("one", np.array([1], np.int64)),
+                          g.const("axis1", np.array([1], np.int64))])
+    log = g.node("Log", [g.node("Add", [g.node("Sqrt", [d0]),
+                                         g.const("one", np.array(1.0, np.float64))])])
+    parts.append(g.node("Cast", [log], to=g.onnx.TensorProto.FLOAT))
+    return g.node("Concat", parts, axis=1)
+
+
+# ---------------------------------------------------------------------------
 # Decoding nodes
 
 
 class _Graph:
     """Appends nodes, constants and outputs to an ONNX graph, with unique names."""
 
-    def __init__(self, onnx, graph, np_dtype):
-        self.onnx, self.graph, self.np_dtype = onnx, graph, np_dtype
+    def __init__(self, onnx, graph, np_dtype, prefix="decode"):
+        self.onnx, self.graph, self.np_dtype, self.prefix = onnx, graph, np_dtype, prefix
         self.elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(np_dtype))
         self.count = 0
 
     def name(self, stem):
         self.count += 1
-        return f"decode/{stem}_{self.count}"
+        return f"{self.prefix}/{stem}_{self.count}"
 
     def const(self, stem, array):
         name = self.name(stem)
@@ -334,18 +459,17 @@ def _metadata(estimator, entries, dtype):
     names = getattr(estimator, "feature_names_in_", None)
     if names is not None:
         info["feature_names"] = [str(n) for n in names]
+    state = estimator.__dict__.get("_retrieval")
+    if state is not None:
+        info["retrieval"] = {"n_neighbors": int(state["sizes"][-1]),
+                             "n_training_rows": int(len(state["X"])),
+                             "tasks": [str(k) for k, v in estimator.retrieval_.items() if v]}
     return json.dumps(info)
 
 
 def export_onnx(estimator, path=None, *, opset=None, dtype="float32", verify=True):
     """See :meth:`sklearn_mtl.MultiTaskRegressorClassifier.to_onnx`."""
     check_is_fitted(estimator)
-    if estimator.__dict__.get("_retrieval") is not None:
-        raise ValueError(
-            f"This model predicts with retrieval features (retrieval={estimator.retrieval!r}): "
-            "its inputs include the labels of each row's nearest training rows, a lookup "
-            "the ONNX graph does not hold. Save it with skops, joblib or pickle instead, or "
-            "refit with retrieval='off' to export it.")
     onnx = _require("onnx", "to_onnx")
     _require("onnxscript", "to_onnx (torch's ONNX exporter)")
     dtype = _check_dtype(dtype)
@@ -358,6 +482,9 @@ def export_onnx(estimator, path=None, *, opset=None, dtype="float32", verify=Tru
         raise ValueError(f"{_module_label(estimator)} does not run in float64; export "
                          "with dtype='float32'.")
     model, wrapper = _network_model(estimator, torch_dtype, opset)
+    state = estimator.__dict__.get("_retrieval")
+    if state is not None:
+        _prepend_retrieval(onnx, model.graph, state)
     if verify:
         _verify(model, wrapper, estimator)
     graph = model.graph

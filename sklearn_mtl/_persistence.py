@@ -549,6 +549,9 @@ class SavingMixin:
             other than letters, digits and ``_`` become ``_``, a tuple's parts are
             joined by ``_``, a repeated key gets ``_2``...); the model's metadata
             entry ``sklearn_mtl`` lists tasks, keys, outputs and classes as JSON.
+            A model with retrieval features computes them in the graph from the
+            training rows it holds (the same neighbours as ``predict``, ties
+            included); the input is still ``X`` alone.
 
         Raises
         ------

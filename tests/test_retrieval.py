@@ -2,6 +2,7 @@
 label or from validation labels, masked labels never retrieved, and the estimator with them
 through prediction, saving, searches and the refusals."""
 
+import copy
 import types
 import warnings
 
@@ -237,14 +238,41 @@ def test_same_random_state_same_model(lookup, with_retrieval):
                                   with_retrieval.predict_proba(X_test)["group"])
 
 
-def test_partial_fit_and_onnx_refuse_with_a_reason(lookup, with_retrieval):
+def test_partial_fit_refuses_with_a_reason(lookup):
     X, Y, _, _ = lookup
     model = MultiTaskRegressorClassifier(retrieval="on", tasks={"group": "multiclass",
                                                                 "size": "regression"})
     with pytest.raises(ValueError, match="retrieval='on' cannot be used with partial_fit"):
         model.partial_fit(X, Y)
-    with pytest.raises(ValueError, match="retrieval='on'.*refit with retrieval='off'"):
-        with_retrieval.to_onnx()
+
+
+def assert_onnx_reproduces(model, X):
+    """The exported graph (input X only) computes the retrieval features of X, the same
+    neighbours at every tie (each person's rows are exact duplicates with labels of
+    their own), and the model's predictions."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    graph = model.to_onnx()
+    assert [i.name for i in graph.graph.input] == ["X"]
+    graph.graph.output.append(onnx.helper.make_tensor_value_info("R", onnx.TensorProto.FLOAT,
+                                                                 None))
+    session = ort.InferenceSession(graph.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    out = dict(zip(names, session.run(names, {"X": X})))
+    np.testing.assert_allclose(out["R"], retrieval_features(model._retrieval, X), rtol=1e-6,
+                               atol=1e-6)
+    pred, proba = model.predict(X), model.predict_proba(X)
+    np.testing.assert_array_equal(out["group_label"], pred["group"].to_numpy())
+    np.testing.assert_allclose(out["group_proba"], proba["group"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["size_value"], pred["size"], rtol=1e-4, atol=1e-4)
+
+
+def test_onnx_export_computes_the_features_and_predicts_as_the_model(lookup, with_retrieval):
+    X, _, X_test, _ = lookup
+    assert_onnx_reproduces(with_retrieval, X_test)
+    assert_onnx_reproduces(with_retrieval, X[:50])  # training rows: a duplicate at distance 0
 
 
 def both_searches(base, grid, cv, X, Y):
@@ -413,9 +441,15 @@ def test_auto_continued_training_uses_the_plain_network(large_lookup):
     assert model.retrieval_ == {"group": False, "size": False}
 
 
-def test_auto_with_the_retrieval_network_refuses_onnx(auto_lookup):
-    with pytest.raises(ValueError, match="retrieval='auto'.*refit with retrieval='off'"):
-        auto_lookup.to_onnx()
+def test_auto_onnx_export_takes_each_task_from_its_network(large_lookup, auto_lookup):
+    _, _, X_test, _ = large_lookup
+    assert auto_lookup.retrieval_ == {"group": True, "size": True}
+    assert_onnx_reproduces(auto_lookup, X_test)
+    # One task from each network: the graph follows the model's choice per task.
+    mixed = copy.deepcopy(auto_lookup)
+    mixed._retrieval_tasks = [True, False]
+    assert not np.allclose(mixed.predict(X_test)["size"], auto_lookup.predict(X_test)["size"])
+    assert_onnx_reproduces(mixed, X_test)
 
 
 def test_stacked_search_decides_retrieval_per_member_as_its_fit_does():
