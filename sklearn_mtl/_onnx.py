@@ -15,6 +15,10 @@ One graph holds the network and the decoding of its outputs:
   (strings, integers, floats or booleans; the class index for labels of
   other types) and the probabilities of ``predict_proba``.
 
+A model that reads retrieval features (the labels of each row's nearest
+training rows) computes them in the graph, which holds those rows
+(:func:`_prepend_retrieval`); the input is still ``X`` alone.
+
 The batch dimension is dynamic. The network runs in ``dtype``: float32 by
 default (outputs within ~1e-6 relative of the estimator's, which computes in
 float64), or float64, where the outputs equal the estimator's to ~1e-15 and
@@ -294,7 +298,8 @@ def _prepend_retrieval(onnx, graph, state):
         total = square if total is None else g.node("Add", [total, square])
     rows = g.node("Slice", [g.node("Shape", ["X"]), g.const("zero", np.array([0], np.int64)),
                             g.const("one", np.array([1], np.int64))])
-    parts = [_task_lookup(g, total, task, state["sizes"], rows) for task in state["tasks"]]
+    parts = [_task_lookup(g, total, task, state["sizes"], rows, len(train))
+             for task in state["tasks"]]
     g.node("Concat", parts, axis=1, output="R")
     # The features are computed, not given: R leaves the inputs, its nodes go first.
     for i, info in enumerate(graph.input):
@@ -306,7 +311,7 @@ def _prepend_retrieval(onnx, graph, state):
     graph.node.extend(nodes[first:] + nodes[:first])
 
 
-def _task_lookup(g, total, task, sizes, rows):
+def _task_lookup(g, total, task, sizes, rows, n_rows):
     """One task's features (batch, width * len(sizes) + 1) from the squared distances
     to every training row."""
     values, positions = task["values"], task["positions"]
@@ -317,8 +322,10 @@ def _task_lookup(g, total, task, sizes, rows):
                        axis=0)
         return g.node("Expand", [g.const("prior", row[None, :]), shape])
     k = min(sizes[-1], len(positions))
-    distance = g.node("Gather", [total, g.const("positions", positions.astype(np.int64))],
-                      axis=1)
+    distance = total
+    if not np.array_equal(positions, np.arange(n_rows)):  # not every training row labels it
+        distance = g.node("Gather", [total, g.const("positions", positions.astype(np.int64))],
+                          axis=1)
     topk = g.name("topk")
     nearest = [f"{topk}_values", f"{topk}_indices"]
     g.graph.node.append(g.onnx.helper.make_node(

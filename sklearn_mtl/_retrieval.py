@@ -24,6 +24,12 @@ Leakage is ruled out by construction:
 the features only where the neighbours' labels alone predict a task better, then
 predicts each task with the better of the two on the validation rows.
 
+Neighbours at equal distances (exact duplicates, common in tables of people
+observed over years) are taken in the order of the training rows, lower index
+first, with distances summed the same way wherever they are computed: the
+features are a function of the data alone, not of a search tree's order, and an
+ONNX export reproduces them.
+
 The state is plain data (arrays), so a fitted model saves as any other.
 """
 
