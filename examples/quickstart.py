@@ -41,7 +41,7 @@ def main():
     ]).set_output(transform="pandas")  # DataFrames, with X's index, down to the estimator
     model = make_pipeline(
         preprocess,
-        MultiTaskRegressorClassifier(max_epochs=60, batch_size=32, lr=5e-3, alpha=1e-4,
+        MultiTaskRegressorClassifier(max_epochs=100, batch_size=32, lr=5e-3, alpha=1e-4,
                                      random_state=0),
     )
 
