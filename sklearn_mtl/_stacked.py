@@ -52,6 +52,7 @@ from ._modules import (
     TaskParallelLinear,
     make_activation,
 )
+from ._onednn import OneDNNProducts
 from ._threads import SMALL_STEP_MACS, ThreadTuner
 from .architectures import HardSharing, resolve_architecture
 from .weighting import resolve_weighting
@@ -575,8 +576,8 @@ def train_members(members, device):
     member's net then holds its trained weights. A member whose training fails gets
     ``member.error``; the others are not affected."""
     run = _StackedRun(members, device)
-    with _threads(run.step_macs(), run.device) as tuner:
-        run.tuner = tuner
+    with _threads(run.step_macs(), run.device) as tuner, OneDNNProducts(run.device) as products:
+        run.tuner, run.products = tuner, products
         run.run()
 
 
@@ -607,6 +608,8 @@ class _StackedRun:
 
     #: The thread tuner of this run (set by train_members), or None.
     tuner = None
+    #: Where this run's batched products go (set by train_members), or None.
+    products = None
 
     def __init__(self, members, device):
         self.members = list(members)
@@ -680,13 +683,16 @@ class _StackedRun:
         self._valid = None  # the members' validation rows (see _validation_rows)
         self._valid_live = None  # those of the live members, and which they are
 
-    def step_macs(self):
-        return len(self.members) * self.batch_size * self.net.n_params
+    def step_macs(self, live=None):
+        n = len(self.members) if live is None else len(live)
+        return n * self.batch_size * self.net.n_params
 
     # ------------------------------------------------------------------
 
     def run(self):
         while len(self.live):
+            if self.products is not None:
+                self.products.use(self.step_macs(self.live))
             self._epoch()
             self._end_epoch()
 
