@@ -1,28 +1,34 @@
-"""Batched float32 products through oneDNN on CPUs where that keeps float32.
+"""Batched float32 products through oneDNN on the CPUs where that is faster and
+keeps float32.
 
 A stacked run spends most of its time in ``torch.bmm``/``torch.baddbmm`` of
 small matrices (members x batch x 64 x 64). torch sends float32 batched
-products to MKL, whose kernel for these shapes is the slower one on some CPUs;
-oneDNN's is up to twice as fast there (``benchmarks/RESULTS.md``). torch only
-routes float32 products to oneDNN when ``torch.backends.mkldnn.matmul.
-fp32_precision`` is ``"bf16"``, which *allows* oneDNN to compute in bfloat16:
-on CPUs with bfloat16 matrix units (AMX) it does, and the products lose about
-three decimal digits; on the others it keeps float32 arithmetic. So the route
-is taken only where :func:`onednn_keeps_float32` finds, by computing, that the
-products under that setting are as accurate as float32 ones, and only for
-steps large enough to gain (the call overhead is higher than MKL's). The
-setting is process-wide: :class:`OneDNNProducts` sets it around a stacked run's
-epochs and restores the caller's value afterwards.
+products to MKL, which takes a generic AVX2 code path on CPUs not made by
+Intel; on an AMD EPYC, oneDNN computes the same products about twice as fast
+(``benchmarks/RESULTS.md``). torch only routes float32 products to oneDNN when
+``torch.backends.mkldnn.matmul.fp32_precision`` is ``"bf16"``, which *allows*
+oneDNN to compute in bfloat16: on CPUs with bfloat16 matrix units (AMX) it
+does, and the products lose about three decimal digits; on the others it keeps
+float32 arithmetic. So the route is taken only on AMD CPUs where
+:func:`onednn_keeps_float32` finds, by computing, that the products under that
+setting are as accurate as float32 ones, and only for steps large enough to
+gain (a oneDNN call costs about 10 microseconds more than an MKL one). On
+Intel CPUs MKL's own kernels are used, as before. The choice depends on the
+CPU and the step's size only, never on a timing, so that a run's arithmetic is
+the same every time. The setting is process-wide: :class:`OneDNNProducts` sets
+it around a stacked run's epochs and restores the caller's value afterwards.
 """
 
 import functools
+import platform
 
 import torch
 
 #: Training steps of at least this many multiply-adds (members x batch rows x
-#: weights) use oneDNN; below it MKL is as fast or faster (measured: the
-#: crossover is at about 10 members of the default network at batch 64).
-ONEDNN_STEP_MACS = 5 << 20
+#: weights) use oneDNN; below it MKL is about as fast or faster (the measured
+#: crossover is at 6M at one thread and 14M at two; one threshold for both, so
+#: that the thread count, which is chosen by timing, does not change the route).
+ONEDNN_STEP_MACS = 10 << 20
 
 #: The shapes the probe multiplies: (batch, rows, inner, columns), those of a
 #: stacked step of the default network, and a larger one.
@@ -69,6 +75,24 @@ _STEP_PRODUCTS = (torch.baddbmm,
                   lambda bias, a, b: torch.bmm(a.mT.contiguous().mT, b) + bias)
 
 
+def _cpu_vendor():
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()  # on Windows it names the vendor
+
+
+@functools.lru_cache(maxsize=1)
+def onednn_pays():
+    """Whether this CPU is one where the route is taken: an AMD x86-64 CPU whose
+    oneDNN float32 products keep float32 accuracy."""
+    return "AuthenticAMD" in _cpu_vendor() and onednn_keeps_float32()
+
+
 @functools.lru_cache(maxsize=1)
 def onednn_keeps_float32():
     """Whether, on this CPU, float32 batched products routed to oneDNN (the
@@ -95,13 +119,13 @@ def onednn_keeps_float32():
 
 
 class OneDNNProducts:
-    """Routes batched float32 products to oneDNN while :meth:`use` says so, on CPUs
-    where that keeps float32 accuracy; restores the caller's setting on exit.
-    A no-op on other devices and CPUs."""
+    """Routes batched float32 products to oneDNN while :meth:`use` says so, on the
+    CPUs where that pays (:func:`onednn_pays`); restores the caller's setting on
+    exit. A no-op on other devices and CPUs."""
 
     def __init__(self, device):
         self.enabled = (torch.device(device).type == "cpu" and _setting() is not None
-                        and onednn_keeps_float32())
+                        and onednn_pays())
         self._on = None
 
     def __enter__(self):

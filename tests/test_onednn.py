@@ -36,6 +36,17 @@ def test_probe_accepts_float32_and_rejects_reduced_precision():
 
 
 @needs_setting
+def test_route_only_on_amd_cpus_that_keep_float32(monkeypatch):
+    for vendor, keeps, pays in [("AuthenticAMD", True, True), ("AuthenticAMD", False, False),
+                                ("GenuineIntel", True, False)]:
+        monkeypatch.setattr(_onednn, "_cpu_vendor", lambda: vendor)
+        monkeypatch.setattr(_onednn, "onednn_keeps_float32", lambda: keeps)
+        _onednn.onednn_pays.cache_clear()
+        assert _onednn.onednn_pays() is pays
+    _onednn.onednn_pays.cache_clear()
+
+
+@needs_setting
 def test_probe_leaves_the_setting_as_it_found_it():
     matmul = _onednn._setting()
     previous = matmul.fp32_precision
@@ -46,7 +57,7 @@ def test_probe_leaves_the_setting_as_it_found_it():
 
 @needs_setting
 def test_route_by_step_size_and_restore(monkeypatch):
-    monkeypatch.setattr(_onednn, "onednn_keeps_float32", lambda: True)
+    monkeypatch.setattr(_onednn, "onednn_pays", lambda: True)
     matmul = _onednn._setting()
     previous = matmul.fp32_precision
     with pytest.raises(KeyError):
@@ -63,7 +74,7 @@ def test_route_by_step_size_and_restore(monkeypatch):
 @needs_setting
 @pytest.mark.parametrize("device, keeps", [("cpu", False), ("meta", True)])
 def test_no_route_where_it_does_not_apply(monkeypatch, device, keeps):
-    monkeypatch.setattr(_onednn, "onednn_keeps_float32", lambda: keeps)
+    monkeypatch.setattr(_onednn, "onednn_pays", lambda: keeps)
     matmul = _onednn._setting()
     previous = matmul.fp32_precision
     with OneDNNProducts(device) as products:
@@ -81,6 +92,8 @@ def _small(**params):
 @pytest.mark.skipif(not onednn_keeps_float32(),
                     reason="oneDNN float32 products are not float32-accurate on this CPU")
 def test_search_through_onednn_equals_plain_fits(monkeypatch):
+    # Any CPU where the products keep float32 checks the route, taken here or not.
+    monkeypatch.setattr(_onednn, "onednn_pays", lambda: True)
     X, Y = make_mixed(n=180, seed=1)
     X = X.astype(np.float32)
     cv = KFold(3, shuffle=True, random_state=0)
