@@ -380,7 +380,10 @@ _STACKING_DOC = """
     parameters, Adam state, training rows (its fold's training rows) and early
     stopping, so a member is the network a plain fit of its candidate on its
     fold trains (same initialisation and batch order; up to floating-point
-    summation order, and other dropout draws). Fits differing in other
+    summation order, and other dropout draws). On AMD CPUs the batched
+    products of large stacks run in oneDNN rather than MKL (about twice as
+    fast there), once a check at first use has found them float32-accurate
+    on the CPU. Fits differing in other
     settings form separate stacks; fits that cannot be stacked (a custom
     ``module=``, a Pipeline, another architecture or weighting, ...) are fitted
     one by one, as scikit-learn's search does. ``n_jobs`` applies to those.
