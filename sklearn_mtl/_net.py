@@ -67,6 +67,7 @@ from ._direct_step import DirectStep
 from ._fused_optim import FusedAdamStep
 from ._threads import SMALL_STEP_MACS, ThreadTuner, step_macs
 from ._normalization import LossNormalization
+from ._onednn import OneDNNProducts
 
 PRECISIONS = ("float32", "bf16")
 OPTIMIZERS = {
@@ -958,7 +959,7 @@ class MultiTaskNet(NeuralNet):
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         try:
-            with self._thread_scope(X):
+            with self._thread_scope(X), self._products_scope(X):
                 return super().fit_loop(X, y, epochs=epochs, **fit_params)
         finally:
             # The written-out step's buffers live for one fit call (see ._direct_step).
@@ -984,6 +985,20 @@ class MultiTaskNet(NeuralNet):
                              else torch.get_num_threads())
             torch.set_num_threads(previous)
 
+    @contextlib.contextmanager
+    def _products_scope(self, X):
+        """Large steps' float32 products through oneDNN where that pays (see
+        :mod:`._onednn`); the caller's setting is restored afterwards."""
+        with OneDNNProducts(self.device) as products:
+            products.use(step_macs(self.module_, self._train_batch(X)))
+            yield
+
+    def _train_batch(self, X):
+        batch = self.get_params_for("iterator_train").get("batch_size", self.batch_size)
+        if batch == -1 and hasattr(X, "__len__"):
+            batch = len(X)
+        return batch
+
     def _wanted_threads(self, X):
         """None (leave the setting), a thread count, or a tuple of candidate counts to
         choose from by timing steps (:class:`~sklearn_mtl._threads.ThreadTuner`)."""
@@ -994,11 +1009,8 @@ class MultiTaskNet(NeuralNet):
             return int(n_threads)
         if _is_cuda(self.device):
             return None
-        batch = self.get_params_for("iterator_train").get("batch_size", self.batch_size)
-        if batch == -1 and hasattr(X, "__len__"):
-            batch = len(X)
         available = torch.get_num_threads()
-        if available == 1 or step_macs(self.module_, batch) < SMALL_STEP_MACS:
+        if available == 1 or step_macs(self.module_, self._train_batch(X)) < SMALL_STEP_MACS:
             return 1
         return (1, available)
 

@@ -2,8 +2,8 @@
 keeps float32.
 
 A stacked run spends most of its time in ``torch.bmm``/``torch.baddbmm`` of
-small matrices (members x batch x 64 x 64). torch sends float32 batched
-products to MKL, which takes a generic AVX2 code path on CPUs not made by
+small matrices (members x batch x 64 x 64), and a single fit at a large batch
+in products of (batch x 64) by (64 x 64). torch sends float32 products to MKL, which takes a generic AVX2 code path on CPUs not made by
 Intel; on an AMD EPYC, oneDNN computes the same products about twice as fast
 (``benchmarks/RESULTS.md``). torch only routes float32 products to oneDNN when
 ``torch.backends.mkldnn.matmul.fp32_precision`` is ``"bf16"``, which *allows*
@@ -16,7 +16,8 @@ gain (a oneDNN call costs about 10 microseconds more than an MKL one). On
 Intel CPUs MKL's own kernels are used, as before. The choice depends on the
 CPU and the step's size only, never on a timing, so that a run's arithmetic is
 the same every time. The setting is process-wide: :class:`OneDNNProducts` sets
-it around a stacked run's epochs and restores the caller's value afterwards.
+it around a stacked run's epochs or a fit's loop and restores the caller's value
+afterwards.
 """
 
 import functools

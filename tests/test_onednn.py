@@ -84,9 +84,9 @@ def test_no_route_where_it_does_not_apply(monkeypatch, device, keeps):
 
 
 def _small(**params):
-    return MultiTaskRegressorClassifier(
-        hidden_layer_sizes=(16,), head_hidden_sizes=(8,), max_epochs=10, batch_size=32,
-        lr=1e-2, random_state=0, **params)
+    params = {"hidden_layer_sizes": (16,), "head_hidden_sizes": (8,), "max_epochs": 10,
+              "batch_size": 32, "lr": 1e-2, "random_state": 0, **params}
+    return MultiTaskRegressorClassifier(**params)
 
 
 @pytest.mark.skipif(not onednn_keeps_float32(),
@@ -114,3 +114,39 @@ def test_search_through_onednn_equals_plain_fits(monkeypatch):
             plain = _small().set_params(**params).fit(X[train], Y.iloc[train])
             assert search.cv_results_[f"split{s}_test_score"][c] == pytest.approx(
                 plain.score(X[test], Y.iloc[test]), abs=1e-4)
+
+
+@pytest.mark.skipif(not onednn_keeps_float32(),
+                    reason="oneDNN float32 products are not float32-accurate on this CPU")
+def test_large_batch_fit_through_onednn_equals_mkl_and_restores(monkeypatch):
+    X, Y = make_mixed(n=400, seed=2)
+    X = X.astype(np.float32)
+    matmul = _onednn._setting()
+    previous = matmul.fp32_precision
+    seen = []
+    use = OneDNNProducts.use
+
+    def recording_use(self, step_macs):
+        use(self, step_macs)
+        seen.append(matmul.fp32_precision)
+
+    monkeypatch.setattr(OneDNNProducts, "use", recording_use)
+    monkeypatch.setattr(_onednn, "ONEDNN_STEP_MACS", 1 << 16)
+    predictions = {}
+    for pays in (False, True):
+        monkeypatch.setattr(_onednn, "onednn_pays", lambda pays=pays: pays)
+        seen.clear()
+        model = _small(batch_size=400).fit(X, Y)
+        assert seen == (["bf16"] if pays else [previous])
+        assert matmul.fp32_precision == previous
+        predictions[pays] = model.predict(X)
+        losses = model.history_[:, "train_loss"]
+        predictions[pays, "loss"] = losses
+    np.testing.assert_allclose(predictions[True, "loss"], predictions[False, "loss"], rtol=1e-4)
+    np.testing.assert_allclose(predictions[True]["value"], predictions[False]["value"], atol=1e-3)
+    assert (predictions[True]["level"] == predictions[False]["level"]).mean() > 0.99
+    # A small step stays with MKL.
+    monkeypatch.setattr(_onednn, "ONEDNN_STEP_MACS", 1 << 30)
+    seen.clear()
+    _small().fit(X, Y)
+    assert seen == [previous]
