@@ -120,7 +120,7 @@ def _face_solution(A, a, support):
 _NO_ROOT = (None, None, None, None, None)
 
 
-def _face_root(A, a, rho, support, lo, hi, tol):
+def _face_root(A, a, rho, support, lo, hi, tol, near=None):
     """The dual's optimum on the face ``support``, if it is there.
 
     Solves ``|g_w(s)| = rho s`` for ``w(s)`` of :func:`_face_solution` (a
@@ -130,7 +130,8 @@ def _face_root(A, a, rho, support, lo, hi, tol):
     inside ``(lo, hi)`` (or None: the next point of a bracketed search) and
     a neighbouring support to try instead (or None): without the most
     negative weight, or with the vertex that most violates the KKT
-    conditions.
+    conditions. When the face has no root at all, the support without its
+    most negative weight at ``s = near`` (if given) is the one to try.
     """
     face = _face_solution(A, a, support)
     if face is None:
@@ -159,7 +160,12 @@ def _face_root(A, a, rho, support, lo, hi, tol):
     if abs(alpha) > 1e-14:
         disc = beta * beta - 4.0 * alpha * gamma
         if disc < 0:
-            return _NO_ROOT
+            if near is None or len(support) < 2:
+                return _NO_ROOT
+            # No root on this face: leave it by its most negative weight at s = near.
+            cand = [x + near * y for x, y in zip(w0, w1)]
+            drop = cand.index(min(cand))
+            return None, None, None, None, support[:drop] + support[drop + 1:]
         r = math.sqrt(disc)
         roots = sorted(((-beta - r) / (2.0 * alpha), (-beta + r) / (2.0 * alpha)))
     elif beta != 0:
@@ -227,8 +233,8 @@ def _dual_exact(A, a, g0sq, rho, s0=None, supports=None, face0=None, max_iter=60
 
     ``face0`` (optional) is a support to try first, e.g. the optimum's at
     the previous training step: when the KKT conditions hold at its root,
-    or at that of a neighbouring support (a vertex dropped or added, twice
-    at most), that is the optimum and no min-norm problem is needed. ``s0``
+    or at that of a neighbouring support (a vertex dropped or added, four
+    times at most; a face with no root is left at ``s0``), that is the optimum and no min-norm problem is needed. ``s0``
     starts the iteration (else the s of ``w = b``) and ``supports``
     warm-starts Wolfe's algorithm. None of them changes the result.
 
@@ -241,8 +247,9 @@ def _dual_exact(A, a, g0sq, rho, s0=None, supports=None, face0=None, max_iter=60
     k = len(A)
     lo, hi = 0.0, 1.0 / rho
     support = face0
-    for _ in range(3 if face0 is not None else 0):
-        w, s, gw2, _, move = _face_root(A, a, rho, support, lo, hi, tol)
+    near = s0 if s0 is not None and 0.0 < s0 < hi else None
+    for _ in range(5 if face0 is not None else 0):
+        w, s, gw2, _, move = _face_root(A, a, rho, support, lo, hi, tol, near)
         if w is not None:
             return w, s, gw2, support
         if move is None:

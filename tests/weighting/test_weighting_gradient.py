@@ -8,7 +8,8 @@ import torch
 from scipy.optimize import minimize
 
 from sklearn_mtl.weighting import IMTL, MGDA, MGDAUB, CAGrad, GradNorm, PCGrad, UPGrad
-from sklearn_mtl.weighting.cagrad import cagrad_coefficients, cagrad_dual_weights
+from sklearn_mtl.weighting.cagrad import (
+    _dual_slsqp, cagrad_coefficients, cagrad_coefficients_list, cagrad_dual_weights)
 from sklearn_mtl.weighting.gradnorm import gradnorm_weight_gradient
 from sklearn_mtl.weighting.imtl import imtl_g_coefficients
 from sklearn_mtl.weighting.mgda import mgda_coefficients, mgda_min_norm_weights, min_norm_2
@@ -233,6 +234,44 @@ def test_cagrad_dual_against_grid_and_primal_optimality():
         u = rng.normal(size=(4000, 4))
         cand = g0 + c * np.linalg.norm(g0) * u / np.linalg.norm(u, axis=1, keepdims=True)
         assert (G @ d).min() >= (cand @ G.T).min(1).max() - 1e-6
+
+
+def test_cagrad_warm_start_changes_no_result():
+    # A drifting sequence of conflicting gradients, as in training: the solver's
+    # warm start (the last optimal face and s, tried first) must give the same
+    # coefficients as a cold solve at every step, and as good an objective as SLSQP.
+    rng = np.random.default_rng(5)
+    c = 0.4
+    G = rng.normal(size=(5, 12))
+    G[1] = -0.8 * G[0] + 0.3 * rng.normal(size=12)  # a conflicting pair
+    hint, faces_seen = {}, set()
+    for _ in range(150):
+        G = G + 0.25 * rng.normal(size=G.shape)
+        M = (G @ G.T).tolist()
+        warm = cagrad_coefficients_list(M, c, 1, hint)
+        cold = cagrad_coefficients_list(M, c, 1)
+        assert warm == pytest.approx(cold, abs=1e-9)
+        faces_seen.add(tuple(hint["faces"][5]))
+        Mn = np.array(M)
+        b = np.full(5, 0.2)
+        g0 = math.sqrt(b @ Mn @ b)
+
+        def F(w, Mn=Mn, b=b, g0=g0):
+            return w @ Mn @ b + c * g0 * math.sqrt(max(w @ Mn @ w, 0.0))
+
+        w = cagrad_dual_weights(torch.tensor(Mn), c).numpy()
+        reference = _dual_slsqp_scaled(Mn, c)
+        assert F(w) <= F(reference) + 1e-9 * (1 + abs(F(reference)))
+    assert len(faces_seen) >= 5  # the sequence moves across faces
+
+
+def _dual_slsqp_scaled(M, c):
+    scale = M.diagonal().max()
+    A = M / scale
+    k = len(M)
+    a = A.mean(1)
+    rho = c * math.sqrt(a.mean())
+    return np.clip(_dual_slsqp(A, a, rho, np.full(k, 1 / k)), 0, None)
 
 
 def test_cagrad_state_priors():
