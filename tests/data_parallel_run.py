@@ -1,6 +1,7 @@
 """Run by tests/test_distributed.py in every process of a 2-process launch: fits the
 problem of :func:`problem` with each weighting given on the command line inside
-``data_parallel`` and saves, per process, the predictions (or the error raised)."""
+``data_parallel`` and saves, per process, the predictions (or the error raised); then
+one fit with retrieval features."""
 
 import json
 import os
@@ -48,6 +49,11 @@ def main(out, weightings):
         np.save(os.path.join(out, f"{name}_{rank}.npy"), model.net_.raw_outputs(X))
         report[name] = {"n_epochs": int(model.n_epochs_),
                         "train_loss": [float(v) for v in model.history_[:, "train_loss"]]}
+    # Retrieval features: every process finds the same neighbours in the same data.
+    retrieving = estimator("static").set_params(retrieval="on")
+    with data_parallel(accelerator):
+        retrieving.fit(X, Y, sample_weight=sample_weight)
+    np.save(os.path.join(out, f"retrieval_{rank}.npy"), retrieving.predict(X).astype(float))
     unseeded = estimator("static").set_params(random_state=None)
     try:
         with data_parallel(accelerator):

@@ -210,6 +210,21 @@ def test_data_parallel_equals_one_process_or_refuses(two_process_run, name):
     assert reports[0][name]["n_epochs"] == reference.n_epochs_
 
 
+def test_data_parallel_with_retrieval_features_equals_one_process(two_process_run):
+    out, _ = two_process_run
+    first, second = (np.load(out / f"retrieval_{rank}.npy") for rank in range(2))
+    np.testing.assert_array_equal(first, second)
+    X, Y, sample_weight = dp_problem()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = dp_estimator("static").set_params(retrieval="on").fit(
+            X, Y, sample_weight=sample_weight)
+    assert all(reference.retrieval_.values())
+    expected = reference.predict(X).astype(float)
+    np.testing.assert_allclose(first[:, :2], expected[:, :2], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(first[:, 2], expected[:, 2])
+
+
 def test_data_parallel_needs_a_random_state(two_process_run):
     for report in two_process_run[1]:
         assert "needs an integer random_state" in report["random_state=None"]
