@@ -3,9 +3,10 @@ keeps float32.
 
 A stacked run spends most of its time in ``torch.bmm``/``torch.baddbmm`` of
 small matrices (members x batch x 64 x 64), and a single fit at a large batch
-in products of (batch x 64) by (64 x 64). torch sends float32 products to MKL, which takes a generic AVX2 code path on CPUs not made by
-Intel; on an AMD EPYC, oneDNN computes the same products about twice as fast
-(``benchmarks/RESULTS.md``). torch only routes float32 products to oneDNN when
+in products of (batch x 64) by (64 x 64). torch sends float32 products to MKL,
+which takes a generic AVX2 code path on CPUs not made by Intel; on an AMD EPYC,
+oneDNN computes the same products about twice as fast (``benchmarks/RESULTS.md``).
+torch only routes float32 products to oneDNN when
 ``torch.backends.mkldnn.matmul.fp32_precision`` is ``"bf16"``, which *allows*
 oneDNN to compute in bfloat16: on CPUs with bfloat16 matrix units (AMX) it
 does, and the products lose about three decimal digits; on the others it keeps

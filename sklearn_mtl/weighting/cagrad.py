@@ -234,9 +234,10 @@ def _dual_exact(A, a, g0sq, rho, s0=None, supports=None, face0=None, max_iter=60
     ``face0`` (optional) is a support to try first, e.g. the optimum's at
     the previous training step: when the KKT conditions hold at its root,
     or at that of a neighbouring support (a vertex dropped or added, four
-    times at most; a face with no root is left at ``s0``), that is the optimum and no min-norm problem is needed. ``s0``
-    starts the iteration (else the s of ``w = b``) and ``supports``
-    warm-starts Wolfe's algorithm. None of them changes the result.
+    times at most; a face with no root is left at ``s0``), that is the
+    optimum and no min-norm problem is needed. ``s0`` starts the iteration
+    (else the s of ``w = b``) and ``supports`` warm-starts Wolfe's algorithm.
+    None of them changes the result.
 
     Returns ``(w, s, gw2, support)``: ``w`` a list, ``gw2 = |g_w|^2`` and the
     face it was found on; or four None when ``0`` is in the hull of the
